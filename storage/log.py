@@ -109,6 +109,7 @@ class LogChunk:
     position: int
     length: int
     first_offset: int = -1
+    next_offset: int = -1  # where the reader continues: after the last batch in the chunk
     _data: bytes | None = field(default=None, repr=False)
 
     def __bytes__(self) -> bytes:
@@ -430,10 +431,9 @@ class Log:
         i = self._segment_index_for(start_offset)
         while i < len(self.segments):
             segment = self.segments[i]
-            position, length = segment.read_range(start_offset, max_bytes, max_offset)
-            if length:
-                return LogChunk(segment.log, position, length,
-                                first_offset=read_header(segment.read_bytes(position, HEADER_SIZE)).base_offset)
+            found = segment.read_range(start_offset, max_bytes, max_offset)
+            if found.length:
+                return LogChunk(segment.log, found.position, found.length, found.first_offset, found.next_offset)
             if segment.next_offset > start_offset:  # a batch is there but at/above max_offset
                 return EMPTY_CHUNK
             i += 1

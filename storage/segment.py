@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from client.wire.records import (
     HEADER_SIZE,
@@ -28,12 +29,19 @@ from storage.files import FileSystem
 from storage.offset_index import IndexCorruptError, OffsetIndex
 from storage.time_index import TimeIndex
 
-SCAN_BLOCK_BYTES = 1 << 20  # read this much at a time when walking batch headers
+SCAN_BLOCK_BYTES = 8 << 10  # read this much at a time when walking batch headers (few are needed)
 RECOVERY_BLOCK_BYTES = 4 << 20
 
 
 def segment_file_name(base_offset: int, extension: str) -> str:
     return f"{base_offset:020d}{extension}"
+
+
+class ReadRange(NamedTuple):
+    position: int
+    length: int
+    first_offset: int  # base offset of the first batch (-1 when none)
+    next_offset: int   # offset to continue reading from
 
 
 class CorruptBatchError(Exception):
@@ -134,35 +142,44 @@ class LogSegment:
         return None
 
     # --- reading ---------------------------------------------------------------------------------
-    def read_range(self, start_offset: int, max_bytes: int, max_offset: int | None) -> tuple[int, int]:
-        """(position, length) of whole batches from the one holding start_offset, all with
-        last offset < max_offset, at most max_bytes but at least one batch; length 0 if none."""
+    def read_range(self, start_offset: int, max_bytes: int, max_offset: int | None) -> ReadRange:
+        """Whole batches from the one holding start_offset, all with last offset < max_offset, at
+        most max_bytes but at least one batch (KIP-74); length 0 if none.
+
+        `next_offset` is where a reader continues: the offset after the last batch returned.
+        """
         found = self.find_batch(start_offset)
         if found is None:
-            return 0, 0
+            return ReadRange(0, 0, -1, start_offset)
         start_pos, first = found
         first_size = first.total_size
         if max_offset is not None and first.base_offset + first.last_offset_delta >= max_offset:
-            return start_pos, 0
-        end_pos = self.log.size
+            return ReadRange(start_pos, 0, first.base_offset, start_offset)
+        end_pos, end_offset = self.log.size, self.next_offset
         if max_offset is not None and max_offset < self.next_offset:
             bound = self.find_batch(max_offset)
             if bound is not None:
-                end_pos = bound[0]
+                end_pos, end_offset = bound[0], bound[1].base_offset
         if end_pos - start_pos <= max_bytes:
-            return start_pos, end_pos - start_pos
+            return ReadRange(start_pos, end_pos - start_pos, first.base_offset, end_offset)
         if first_size >= max_bytes:
-            return start_pos, first_size  # KIP-74: at least one whole batch
+            return ReadRange(start_pos, first_size, first.base_offset, first.next_offset)
         limit = start_pos + max_bytes
+        # an indexed batch start <= limit is a boundary we may end at; scan on from there
         boundary = start_pos + first_size
-        scan_from = max(self.offset_index.lookup_position(limit), boundary)
-        if scan_from > limit:
-            scan_from = boundary
-        for position, header in self.scan_headers(scan_from, end_pos):
+        next_offset = first.next_offset
+        indexed = self.offset_index.lookup_position(limit)
+        if indexed > boundary:
+            boundary = indexed
+            next_offset = -1
+        for position, header in self.scan_headers(boundary, end_pos):
             if position + header.total_size > limit:
+                if next_offset < 0:
+                    next_offset = header.base_offset
                 break
             boundary = position + header.total_size
-        return start_pos, boundary - start_pos
+            next_offset = header.base_offset + header.last_offset_delta + 1
+        return ReadRange(start_pos, boundary - start_pos, first.base_offset, next_offset)
 
     def read_bytes(self, position: int, length: int) -> bytes:
         return self.log.pread(position, length)
