@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -58,6 +59,8 @@ from storage.errors import (
 )
 from storage.files import File, FileSystem
 from storage.segment import LogSegment
+
+_logger = logging.getLogger(__name__)
 
 LEADER_EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
 RELATIVE_OFFSET_MAX = 2**31 - 1
@@ -167,12 +170,22 @@ class Log:
             log._attach(log._new_segment(base))
         log._drop_orphan_indexes(set(bases))
         log._recover(recovery_point, clean_shutdown)
+        if log.segments and log.segments[-1].next_offset < log_start_offset:
+            # A crash lost unflushed data up to past the log start: start empty at the log start
+            # (Kafka's LogLoader does the same), so offsets below it are never handed out again.
+            for segment in list(log.segments):
+                log._detach(segment)
+                segment.delete()
+            epochs_path = os.path.join(path, LEADER_EPOCH_CHECKPOINT)
+            if log.fs.exists(epochs_path):
+                log.fs.remove(epochs_path)
+            log.fs.fsync_dir(path)
         if not log.segments:
             log._attach(log._new_segment(max(log_start_offset, 0)))
         log.log_end_offset = log.segments[-1].next_offset
         log.log_start_offset = max(log.segments[0].base_offset, min(log_start_offset, log.log_end_offset))
         log.recovery_point = min(max(recovery_point, log.log_start_offset), log.log_end_offset) \
-            if clean_shutdown else min(log.recovery_point, log.log_end_offset)
+            if clean_shutdown else min(max(log.recovery_point, log.log_start_offset), log.log_end_offset)
         log._load_epochs()
         return log
 
@@ -208,10 +221,13 @@ class Log:
             if i < first_unsafe and segment.load_indexes():
                 continue
             truncated = segment.recover(max(STORED_BATCH_BYTES_MAX, self.config.max_message_bytes))
-            if i > 0 and segment.next_offset == segment.base_offset and not segment.is_empty:
-                truncated = truncated or 1
-            if truncated:
-                self.truncated_bytes_on_open += truncated
+            self.truncated_bytes_on_open += truncated
+            if truncated and i < first_unsafe:
+                # a flushed segment whose index had to be rebuilt held a bad batch: it loses its
+                # tail (as in Kafka); later flushed segments are intact and stay
+                _logger.error("%s: truncated %d bytes of corrupt data in flushed segment %d",
+                              self.path, truncated, segment.base_offset)
+            elif truncated:
                 for later in self.segments[i + 1:]:  # everything after a torn batch is suspect
                     self.truncated_bytes_on_open += later.size_bytes
                     later.delete()
@@ -535,17 +551,20 @@ class Log:
         """
         with self._io():
             offset = min(offset, self.log_end_offset)
-            if offset <= self.log_start_offset:
-                return 0
-            self.log_start_offset = offset
-            if offset == self.log_end_offset and self.active_segment.next_offset <= offset \
-                    and not self.active_segment.is_empty:
-                self._roll(offset, _now_ms())
+            if offset > self.log_start_offset:
+                self.log_start_offset = offset
+                if offset == self.log_end_offset and self.active_segment.next_offset <= offset \
+                        and not self.active_segment.is_empty:
+                    self._roll(offset, _now_ms())
+            # also when the start does not move: truncate_to may have left whole segments below it
             deleted = 0
             while len(self.segments) > 1 and self.segments[1].base_offset <= offset:
                 self._delete_segment(self.segments[0])
                 deleted += 1
-            if self.epochs.truncate_from_start(offset):
+            # keep log_start_offset <= recovery_point (as Kafka's updateLogStartOffset does): what
+            # lies below the log start is never recovered or served
+            self.recovery_point = max(self.recovery_point, self.log_start_offset)
+            if self.epochs.truncate_from_start(self.log_start_offset):
                 self._write_epochs()
             return deleted
 

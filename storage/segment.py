@@ -281,9 +281,14 @@ class LogSegment:
         position = found[0]
         removed = self.log.size - position
         self.log.truncate(position)
-        self.flushed_size = min(self.flushed_size, position)
         self.offset_index.truncate_to_position(position)
         self.time_index.truncate_to_offset(found[1].base_offset)
+        # A truncation must be durable before anyone relies on it (the epoch cache is rewritten
+        # right after): otherwise a crash brings the dropped batches back from the last fsync.
+        self.log.fsync()
+        self.offset_index.fsync()
+        self.time_index.fsync()
+        self.flushed_size = position
         self._load_tail_state()
         return removed
 
@@ -317,3 +322,4 @@ class LogSegment:
             if self.fs.exists(src):
                 self.fs.rename(src, dst)
         self.log.path, self.offset_index._file.path, self.time_index._file.path = self.file_paths()
+        self.offset_index.path, self.time_index.path = self.file_paths()[1:]
