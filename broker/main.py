@@ -1,24 +1,85 @@
-"""`brokerd`: the broker process's entry point (composition root, ARCHITECTURE.md §2).
+"""`brokerd`: start one broker. With no arguments: a working single-node broker, data in
+./replog-data, clients on 127.0.0.1:9092.
 
-For now a stub: the broker server lands with issue 3. `brokerd` and `brokerd --help` print the
-help text and exit 0; the console script `brokerd = broker.main:main` is declared in pyproject.toml.
+It logs `listening on HOST:PORT` once ready, shuts down cleanly on SIGTERM/SIGINT (flushes every
+log, writes the clean-shutdown marker) and exits non-zero with one clear line on bad
+configuration, a busy port, or a data directory locked by another process or owned by another
+node id. Config keys are Kafka's (docs/configuration.md); `--set key=value` sets any of them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+import sys
+
 import click
 
-NOT_YET_MESSAGE = "brokerd: the broker server is not implemented yet; it lands with issue 3."
+from broker.config import ConfigError, load_config
+from broker.identity import IdentityError
+
+log = logging.getLogger("brokerd")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]},
-               epilog="The broker server lands with issue 3.")
-@click.pass_context
-def main(ctx: click.Context) -> None:
-    """Run a replog node (broker and/or controller roles). Not implemented yet: see issue 3."""
-    click.echo(NOT_YET_MESSAGE)
-    click.echo(ctx.get_help())
+async def _serve(config: object) -> None:
+    from broker.broker import Broker
+
+    broker = Broker(config)  # type: ignore[arg-type]
+    await broker.start()
+    host, port = broker.host, broker.port
+    log.info("listening on %s:%d", host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await broker.stop()
+        log.info("stopped cleanly")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML file with Kafka config keys.")
+@click.option("--node-id", type=int, help="This node's id (node.id). Default 1.")
+@click.option("--data-dir", help="Data directory (log.dirs). Default ./replog-data.")
+@click.option("--listen", help="Client listener HOST:PORT (listeners). Default 127.0.0.1:9092.")
+@click.option("--advertised", help="HOST:PORT given to clients (advertised.listeners). Default: --listen.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any broker config, Kafka name.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def main(config_file: str | None, node_id: int | None, data_dir: str | None, listen: str | None,
+         advertised: str | None, settings: tuple[str, ...], log_level: str) -> None:
+    """Start a replog broker (single node by default)."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, object] = {}
+    for flag, key in ((node_id, "node.id"), (data_dir, "log.dirs"), (listen, "listeners"),
+                      (advertised, "advertised.listeners")):
+        if flag is not None:
+            overrides[key] = flag
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    try:
+        config = load_config(config_file, overrides)
+        asyncio.run(_serve(config))
+    except (ConfigError, IdentityError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot start: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+def _fail(message: str) -> None:
+    click.echo(f"brokerd: error: {message}", err=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
-    main(prog_name="brokerd")
+    main()

@@ -107,7 +107,7 @@ def test_a_failing_log_goes_offline_and_the_others_keep_working(tmp_path) -> Non
     try:
         bad.append(batch(), leader_epoch=0)
         raise AssertionError("append should fail")
-    except Exception as exc:  # noqa: BLE001 - asserting on the type below
+    except Exception as exc:  # asserting on the type below
         assert getattr(exc, "error_code", None) == 56
     good.append(batch(), leader_epoch=0)
     assert manager.flush_due(now_ms=10**13) == 0

@@ -1,0 +1,225 @@
+"""The broker process's composition root: data directory, logs, topics, partitions, listener, timers.
+
+Start order: lock the data dir (flock) -> check/create meta.properties -> load topics -> open the
+LogManager (recovery) -> one Partition per topic partition (orphan logs of deleted topics are
+removed) -> start the listener -> background work. Stop order is the reverse; `LogManager.close`
+flushes every log and writes the clean-shutdown marker last.
+
+Background work, each on its own interval and each bounded per run: retention
+(`log.retention.check.interval.ms`), flush.ms, recovery-point and high-watermark checkpoints
+(Kafka's 60 s / 5 s), and the log cleaner in slices (a few ms each, then a yield to the loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from broker.config import BrokerConfig
+from broker.identity import DataDirLock, ensure_identity
+from broker.partition import Partition
+from broker.producer_ids import ProducerIdAllocator
+from broker.server import ApiSpec, Server
+from broker.topic_store import LocalTopicStore, TopicInfo
+from storage import LogConfig
+from storage.compaction import LogCleaner
+from storage.manager import LogManager
+
+log = logging.getLogger(__name__)
+
+RECOVERY_POINT_CHECKPOINT_INTERVAL_MS = 60_000  # log.flush.offset.checkpoint.interval.ms
+HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS = 5_000   # replica.high.watermark.checkpoint.interval.ms
+FLUSH_CHECK_INTERVAL_MS = 1_000
+CLEANER_BACKOFF_MS = 15_000                     # log.cleaner.backoff.ms
+CLEANER_SLICES_PER_PASS_MAX = 100_000  # a bound on one pass; each slice is a few ms
+
+TopicPartition = tuple[str, int]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.node_id: int = config.node_id
+        self.data_dir = os.path.abspath(config.data_dir)
+        self.cluster_id = ""
+        self.lock = DataDirLock(self.data_dir)
+        self.topics = LocalTopicStore(self.data_dir)
+        self.producer_ids = ProducerIdAllocator(self.data_dir)
+        self.logs: LogManager | None = None
+        self.partitions: dict[TopicPartition, Partition] = {}
+        self.server: Server | None = None
+        self.host = ""
+        self.port = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.cleaner = LogCleaner()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self, apis: dict[int, ApiSpec] | None = None) -> None:
+        from broker.handlers import build_apis
+
+        os.makedirs(self.data_dir, exist_ok=True)
+        self.lock.acquire()
+        try:
+            self.cluster_id = ensure_identity(self.data_dir, self.node_id)
+            self.topics.load()
+            self.producer_ids.load()
+            self.logs = LogManager.open(self.data_dir, self.config.log_config(), config_for=self.log_config_for)
+            self._load_partitions()
+            self.server = Server(apis or build_apis(self), max_frame_bytes=self.config.socket_request_max_bytes,
+                                 max_connections=self.config.max_connections)
+            host, port = self.config.listen.rsplit(":", 1)
+            self.host, self.port = await self.server.start(host, int(port))
+        except BaseException:
+            if self.logs is not None:
+                self.logs.close()
+            self.lock.release()
+            raise
+        self._start_timers()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.server is not None:
+            await self.server.stop()
+        if self.logs is not None:
+            self.logs.checkpoint_high_watermarks(self.high_watermarks())
+            for partition in self.partitions.values():
+                state = partition.producer_state
+                if state is not None and hasattr(state, "close"):
+                    with contextlib.suppress(Exception):
+                        state.close()
+            self.logs.close()
+        self.lock.release()
+
+    @property
+    def advertised_host_port(self) -> tuple[str, int]:
+        advertised = self.config.advertised
+        if advertised:
+            host, port = advertised.rsplit(":", 1)
+            return host, int(port)
+        return self.host, self.port
+
+    # ------------------------------------------------------------------ topics and partitions
+    def log_config_for(self, topic: str) -> LogConfig:
+        info = self.topics.get(topic)
+        return self.config.log_config(info.configs if info else None)
+
+    def _load_partitions(self) -> None:
+        assert self.logs is not None
+        wanted = {(t.name, p) for t in self.topics.all() for p in range(t.partitions)}
+        for tp in list(self.logs.logs):
+            if tp not in wanted:  # a topic deleted while the broker was down or mid-delete
+                self.logs.delete(tp)
+        for info in self.topics.all():
+            self._open_partitions(info)
+
+    def _open_partitions(self, info: TopicInfo) -> None:
+        assert self.logs is not None
+        config = self.log_config_for(info.name)
+        for index in range(info.partitions):
+            tp = (info.name, index)
+            if tp in self.partitions:
+                continue
+            log_ = self.logs.get_or_create(tp, config)
+            self.partitions[tp] = Partition(info.name, index, log_, leader_epoch=0,
+                                            producer_state=self._producer_state_for(log_))
+            hw = self.logs.high_watermarks.get(tp)
+            if hw is not None:
+                self.partitions[tp].high_watermark = min(max(hw, log_.log_start_offset), log_.log_end_offset)
+            self.partitions[tp].high_watermark = log_.log_end_offset  # single node: ISR = {self}
+
+    def _producer_state_for(self, log_: Any) -> Any:
+        try:
+            from storage.producer_state import attach_producer_state
+        except ImportError:
+            return None
+        return attach_producer_state(log_, self.config.producer_id_expiration_ms)
+
+    def create_topic(self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]) -> TopicInfo:
+        info = self.topics.create(name, partitions, replication_factor, configs)
+        self._open_partitions(info)
+        return info
+
+    def delete_topic(self, name: str) -> TopicInfo:
+        assert self.logs is not None
+        info = self.topics.delete(name)
+        for index in range(info.partitions):
+            partition = self.partitions.pop((name, index), None)
+            if partition is not None:
+                partition.fail_waiters()
+            self.logs.delete((name, index))
+        return info
+
+    def reconfigure_topic(self, name: str) -> None:
+        config = self.log_config_for(name)
+        for (topic, _), partition in self.partitions.items():
+            if topic == name:
+                partition.log.config = config
+
+    def high_watermarks(self) -> dict[TopicPartition, int]:
+        return {tp: p.high_watermark for tp, p in self.partitions.items()}
+
+    # ------------------------------------------------------------------ background work
+    def _start_timers(self) -> None:
+        self._every(self.config.log_retention_check_interval_ms, self._retention)
+        self._every(FLUSH_CHECK_INTERVAL_MS, self._flush_due)
+        self._every(RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, self._checkpoint_recovery_points)
+        self._every(HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS, self._checkpoint_high_watermarks)
+        self._every(CLEANER_BACKOFF_MS, self._clean)
+
+    def _every(self, interval_ms: int, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval_ms / 1000)
+                try:
+                    await work()
+                except Exception:
+                    log.exception("background task %s failed", work.__name__)
+        self._tasks.append(asyncio.create_task(loop(), name=work.__name__))
+
+    async def _retention(self) -> None:
+        assert self.logs is not None
+        deleted = self.logs.apply_retention(now_ms(), self.high_watermarks())
+        if deleted:
+            log.info("retention deleted %d segments", deleted)
+            self.logs.checkpoint_log_start_offsets()
+
+    async def _flush_due(self) -> None:
+        assert self.logs is not None
+        self.logs.flush_due(now_ms())
+
+    async def _checkpoint_recovery_points(self) -> None:
+        assert self.logs is not None
+        self.logs.checkpoint_recovery_points()
+        self.logs.checkpoint_log_start_offsets()
+
+    async def _checkpoint_high_watermarks(self) -> None:
+        assert self.logs is not None
+        self.logs.checkpoint_high_watermarks(self.high_watermarks())
+
+    async def _clean(self) -> None:
+        """Run at most one compaction pass, in slices, yielding to the event loop between slices."""
+        for _ in range(CLEANER_SLICES_PER_PASS_MAX):
+            candidates = [(p.log, p.high_watermark) for p in self.partitions.values()
+                          if p.log.config.compact and not p.log.offline]
+            if not candidates:
+                return
+            result = self.cleaner.step(candidates, now_ms())
+            if self.cleaner.task is None:  # the pass ended (result) or nothing is due (None)
+                if result is not None:
+                    log.info("cleaned %s: %s", result.log_path if hasattr(result, "log_path") else "a log", result)
+                return
+            await asyncio.sleep(0)

@@ -1,0 +1,236 @@
+"""Broker configuration: Kafka's config names, typed, with defaults that make `brokerd` work alone.
+
+One table, `BROKER_SETTINGS`, maps each Kafka name (`log.segment.bytes`) to its Python attribute
+(`log_segment_bytes`), type and default; `TOPIC_SETTINGS` does the same for per-topic configs
+(`retention.ms`) and the broker-level default each one falls back to. Sources, later ones win:
+defaults < TOML file (`--config`, keys are Kafka names, nested tables joined with dots) < flags
+(`--node-id`, `--data-dir`, `--listen`, `--advertised`) < `--set key=value`.
+
+Unknown keys, values that do not parse, and values outside their range are a `ConfigError` with
+one clear message; `brokerd` prints it and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage import LogConfig
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the operator."""
+
+
+def _bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _int(text: str | int) -> int:
+    if isinstance(text, bool):
+        raise ValueError("not an integer")
+    return int(text)
+
+
+def _str(text: Any) -> str:
+    return str(text)
+
+
+def _policy(text: Any) -> str:
+    parts = sorted(p.strip() for p in str(text).split(",") if p.strip())
+    if not parts or any(p not in ("delete", "compact") for p in parts):
+        raise ValueError("cleanup.policy must be delete, compact or compact,delete")
+    return ",".join(parts)
+
+
+def _timestamp_type(text: Any) -> str:
+    if str(text) not in ("CreateTime", "LogAppendTime"):
+        raise ValueError("must be CreateTime or LogAppendTime")
+    return str(text)
+
+
+def _host_port(text: Any) -> str:
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return f"{host}:{int(port)}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    kafka_name: str
+    python_name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    minimum: int | None = None
+    doc: str = ""
+
+
+DAY_MS = 24 * 3600 * 1000
+
+BROKER_SETTINGS: tuple[Setting, ...] = (
+    Setting("node.id", "node_id", _int, 1, 0, "this node's id"),
+    Setting("log.dirs", "data_dir", _str, "./replog-data", None, "data directory"),
+    Setting("listeners", "listen", _host_port, "127.0.0.1:9092", None, "client listener HOST:PORT"),
+    Setting("advertised.listeners", "advertised", _str, "", None, "HOST:PORT given to clients (default: listen)"),
+    Setting("num.partitions", "num_partitions", _int, 1, 1, "partitions of auto-created topics"),
+    Setting("default.replication.factor", "default_replication_factor", _int, 1, 1, ""),
+    Setting("auto.create.topics.enable", "auto_create_topics_enable", _bool, True, None, ""),
+    Setting("message.max.bytes", "message_max_bytes", _int, 1048588, 1, "largest batch accepted"),
+    Setting("socket.request.max.bytes", "socket_request_max_bytes", _int, 104857600, 1, "largest request frame"),
+    Setting("queued.max.requests", "queued_max_requests", _int, 500, 1, "requests in flight per connection"),
+    Setting("max.connections", "max_connections", _int, 1000, 1, ""),
+    Setting("connections.max.idle.ms", "connections_max_idle_ms", _int, 600000, 1, ""),
+    Setting("min.insync.replicas", "min_insync_replicas", _int, 1, 1, ""),
+    Setting("producer.id.expiration.ms", "producer_id_expiration_ms", _int, DAY_MS, 1, ""),
+    Setting("log.segment.bytes", "log_segment_bytes", _int, 1 << 30, 1024, ""),
+    Setting("log.roll.ms", "log_roll_ms", _int, 7 * DAY_MS, 1, ""),
+    Setting("log.index.size.max.bytes", "log_index_size_max_bytes", _int, 10 << 20, 12, ""),
+    Setting("log.index.interval.bytes", "log_index_interval_bytes", _int, 4096, 0, ""),
+    Setting("log.retention.ms", "log_retention_ms", _int, 7 * DAY_MS, -1, ""),
+    Setting("log.retention.bytes", "log_retention_bytes", _int, -1, -1, ""),
+    Setting("log.retention.check.interval.ms", "log_retention_check_interval_ms", _int, 300000, 1, ""),
+    Setting("log.cleanup.policy", "log_cleanup_policy", _policy, "delete", None, ""),
+    Setting("log.cleaner.delete.retention.ms", "log_cleaner_delete_retention_ms", _int, DAY_MS, 0, ""),
+    Setting("log.cleaner.min.cleanable.ratio", "log_cleaner_min_cleanable_ratio", float, 0.5, None, ""),
+    Setting("log.cleaner.min.compaction.lag.ms", "log_cleaner_min_compaction_lag_ms", _int, 0, 0, ""),
+    Setting("log.flush.interval.messages", "log_flush_interval_messages", _int, 2**63 - 1, 1, ""),
+    Setting("log.flush.interval.ms", "log_flush_interval_ms", _int, 2**63 - 1, 0, ""),
+    Setting("log.message.timestamp.type", "log_message_timestamp_type", _timestamp_type, "CreateTime", None, ""),
+)
+
+# topic config name -> (LogConfig field, parser, broker setting it defaults to)
+TOPIC_SETTINGS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
+    "segment.bytes": ("segment_bytes", _int, "log_segment_bytes"),
+    "segment.ms": ("segment_ms", _int, "log_roll_ms"),
+    "segment.index.bytes": ("segment_index_bytes", _int, "log_index_size_max_bytes"),
+    "index.interval.bytes": ("index_interval_bytes", _int, "log_index_interval_bytes"),
+    "retention.ms": ("retention_ms", _int, "log_retention_ms"),
+    "retention.bytes": ("retention_bytes", _int, "log_retention_bytes"),
+    "cleanup.policy": ("cleanup_policy", _policy, "log_cleanup_policy"),
+    "delete.retention.ms": ("delete_retention_ms", _int, "log_cleaner_delete_retention_ms"),
+    "min.cleanable.dirty.ratio": ("min_cleanable_dirty_ratio", float, "log_cleaner_min_cleanable_ratio"),
+    "min.compaction.lag.ms": ("min_compaction_lag_ms", _int, "log_cleaner_min_compaction_lag_ms"),
+    "max.message.bytes": ("max_message_bytes", _int, "message_max_bytes"),
+    "message.timestamp.type": ("message_timestamp_type", _timestamp_type, "log_message_timestamp_type"),
+    "flush.messages": ("flush_messages", _int, "log_flush_interval_messages"),
+    "flush.ms": ("flush_ms", _int, "log_flush_interval_ms"),
+}
+# topic configs that are not LogConfig fields but are served and validated
+TOPIC_EXTRA_SETTINGS: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "min.insync.replicas": (_int, "min_insync_replicas"),
+    "compression.type": (_str, ""),
+}
+
+_BY_KAFKA = {s.kafka_name: s for s in BROKER_SETTINGS}
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def advertised_address(self) -> str:
+        return self.values["advertised"] or self.values["listen"]
+
+    def log_config(self, topic_overrides: Mapping[str, str] | None = None) -> LogConfig:
+        """The LogConfig of a topic: broker defaults, then the topic's own configs."""
+        fields: dict[str, Any] = {}
+        for name, (attr, _parse, broker_attr) in TOPIC_SETTINGS.items():
+            value = self.values[broker_attr]
+            if name in ("flush.messages", "flush.ms") and value >= 2**63 - 1:
+                value = None
+            fields[attr] = value
+        for name, raw in (topic_overrides or {}).items():
+            if name in TOPIC_SETTINGS:
+                attr, parse, _ = TOPIC_SETTINGS[name]
+                value = parse(raw)
+                if name in ("flush.messages", "flush.ms") and value >= 2**63 - 1:
+                    value = None
+                fields[attr] = value
+        return LogConfig(**fields)
+
+    def topic_config_defaults(self) -> dict[str, str]:
+        """Every served topic config with its broker default, as DescribeConfigs shows them."""
+        out = {name: _format(self.values[broker_attr]) for name, (_a, _p, broker_attr) in TOPIC_SETTINGS.items()}
+        out["min.insync.replicas"] = str(self.values["min_insync_replicas"])
+        out["compression.type"] = "producer"
+        return out
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def validate_topic_config(name: str, value: str) -> str:
+    """Parse one topic config; ConfigError naming it if unknown or invalid. Returns the normal form."""
+    if name in TOPIC_SETTINGS:
+        parse = TOPIC_SETTINGS[name][1]
+    elif name in TOPIC_EXTRA_SETTINGS:
+        parse = TOPIC_EXTRA_SETTINGS[name][0]
+    else:
+        raise ConfigError(f"unknown topic config {name!r}")
+    try:
+        return _format(parse(value))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid value {value!r} for topic config {name}: {exc}") from None
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def load_config(config_file: str | None = None, overrides: Mapping[str, Any] | None = None) -> BrokerConfig:
+    """Defaults < TOML file < overrides (Kafka names). ConfigError on any problem."""
+    raw: dict[str, Any] = {}
+    if config_file:
+        try:
+            with open(config_file, "rb") as f:
+                raw.update(_flatten(tomllib.load(f)))
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config_file} is not valid TOML: {exc}") from None
+    raw.update(overrides or {})
+    values = {s.python_name: s.default for s in BROKER_SETTINGS}
+    for name, value in raw.items():
+        setting = _BY_KAFKA.get(name)
+        if setting is None:
+            raise ConfigError(f"unknown config {name!r}")
+        try:
+            parsed = setting.parse(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"invalid value {value!r} for {name}: {exc}") from None
+        if setting.minimum is not None and isinstance(parsed, int) and parsed < setting.minimum:
+            raise ConfigError(f"{name} must be >= {setting.minimum}, got {parsed}")
+        values[setting.python_name] = parsed
+    if values["advertised"]:
+        try:
+            values["advertised"] = _host_port(values["advertised"])
+        except ValueError as exc:
+            raise ConfigError(f"invalid advertised.listeners: {exc}") from None
+    return BrokerConfig(values)

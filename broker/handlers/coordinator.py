@@ -1,0 +1,41 @@
+"""FindCoordinator (10) v0-2 and InitProducerId (22) v0-1.
+
+FindCoordinator answers with this broker for groups (the group coordinator lands with the
+consumer-groups issue; librdkafka compresses only when this API is advertised) and
+COORDINATOR_NOT_AVAILABLE for transaction coordinators (no transactions).
+InitProducerId hands out a fresh producer id (never reissued, see broker/producer_ids.py) with
+epoch 0 to idempotent producers; a transactional id is refused (no transactions yet).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from broker.server import Handler
+from client.wire.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from broker.broker import Broker
+
+KEY_TYPE_GROUP = 0
+
+
+def find_coordinator_handler(broker: Broker) -> Handler:
+    async def handle(conn: Any, header: Any, body: dict[str, Any]) -> dict[str, Any]:
+        host, port = broker.advertised_host_port
+        if body.get("key_type", KEY_TYPE_GROUP) != KEY_TYPE_GROUP:
+            return {"throttle_time_ms": 0, "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                    "error_message": "transactions are not supported", "node_id": -1, "host": "", "port": -1}
+        return {"throttle_time_ms": 0, "error_code": 0, "error_message": None, "node_id": broker.node_id,
+                "host": host, "port": port}
+    return handle
+
+
+def init_producer_id_handler(broker: Broker) -> Handler:
+    async def handle(conn: Any, header: Any, body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("transactional_id") is not None:
+            return {"throttle_time_ms": 0, "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                    "producer_id": -1, "producer_epoch": -1}
+        return {"throttle_time_ms": 0, "error_code": 0, "producer_id": broker.producer_ids.allocate(),
+                "producer_epoch": 0}
+    return handle

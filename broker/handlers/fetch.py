@@ -1,0 +1,110 @@
+"""Fetch (1), v4-12: long poll, byte limits, whole batches, high-watermark-bounded reads.
+
+* Consumers read below the high watermark only (isolation_level 1 is served with the last stable
+  offset = the high watermark: no transactions yet).
+* Byte limits: each partition gets at most `partition_max_bytes`, the response at most `max_bytes`,
+  but the first partition with data always gets at least one whole batch (KIP-74).
+* Errors per partition carry *empty* records, never null (librdkafka loops on null).
+* Offsets: below the log start or above the log end -> OFFSET_OUT_OF_RANGE; between the high
+  watermark and the log end -> an empty answer (a new leader's high watermark may trail).
+* current_leader_epoch (v9+): older than ours -> FENCED_LEADER_EPOCH, newer -> UNKNOWN_LEADER_EPOCH.
+* Long poll: if fewer than `min_bytes` are ready, wait until a fetched partition's high watermark
+  moves or `max_wait_ms` passes (bounded by FETCH_WAIT_MAX_MS), then answer with what is there.
+* Fetch sessions (v7+) are not kept: session_id 0 tells clients to send full fetches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from broker.server import Handler
+from client.wire.errors import ErrorCode
+from storage.errors import OffsetOutOfRangeError, StorageError
+
+if TYPE_CHECKING:
+    from broker.broker import Broker
+    from broker.partition import Partition
+
+FETCH_WAIT_MAX_MS = 30_000
+FETCH_RESPONSE_BYTES_MAX = 64 << 20
+EMPTY = b""
+
+
+def _partition_error(index: int, error: int, partition: Partition | None = None) -> dict[str, Any]:
+    hw = partition.high_watermark if partition is not None else -1
+    start = partition.log.log_start_offset if partition is not None else -1
+    return {"partition_index": index, "error_code": error, "high_watermark": hw, "last_stable_offset": hw,
+            "log_start_offset": start, "aborted_transactions": [], "preferred_read_replica": -1,
+            "records": EMPTY}
+
+
+def _read_all(broker: Broker, body: dict[str, Any], version: int) -> tuple[list[dict[str, Any]], int, list[Any]]:
+    """One pass over the requested partitions; returns (responses, bytes, partitions to wait on)."""
+    remaining = min(max(body.get("max_bytes", FETCH_RESPONSE_BYTES_MAX), 0), FETCH_RESPONSE_BYTES_MAX)
+    total = 0
+    waiting = []
+    responses = []
+    for topic in body["topics"]:
+        name = topic["topic"]
+        parts = []
+        for request in topic["partitions"]:
+            index = request["partition"]
+            partition = broker.partitions.get((name, index))
+            if partition is None:
+                parts.append(_partition_error(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            epoch_error = partition.check_leader_epoch(request.get("current_leader_epoch", -1))
+            if epoch_error:
+                parts.append(_partition_error(index, epoch_error, partition))
+                continue
+            log_ = partition.log
+            offset = request["fetch_offset"]
+            hw = partition.high_watermark
+            limit = min(request["partition_max_bytes"], remaining)
+            records: Any = EMPTY
+            try:
+                if offset < hw and (limit > 0 or total == 0):
+                    chunk = log_.read(offset, max(limit, 1), max_offset=hw)
+                    records = bytes(chunk)
+                elif offset > log_.log_end_offset or offset < log_.log_start_offset:
+                    raise OffsetOutOfRangeError(f"offset {offset}")
+            except OffsetOutOfRangeError:
+                parts.append(_partition_error(index, ErrorCode.OFFSET_OUT_OF_RANGE, partition))
+                continue
+            except StorageError as exc:
+                parts.append(_partition_error(index, exc.error_code, partition))
+                continue
+            size = len(records)
+            total += size
+            remaining = max(remaining - size, 0)
+            if not size:
+                waiting.append(partition)
+            parts.append({"partition_index": index, "error_code": 0, "high_watermark": hw,
+                          "last_stable_offset": hw, "log_start_offset": log_.log_start_offset,
+                          "aborted_transactions": [], "preferred_read_replica": -1,
+                          "records": records})
+        responses.append({"topic": name, "partitions": parts})
+    return responses, total, waiting
+
+
+def handler(broker: Broker) -> Handler:
+    async def handle(conn: Any, header: Any, body: dict[str, Any]) -> dict[str, Any]:
+        version = header.api_version
+        wait_ms = min(max(body.get("max_wait_ms", 0), 0), FETCH_WAIT_MAX_MS)
+        min_bytes = body.get("min_bytes", 1)
+        deadline = time.monotonic() + wait_ms / 1000
+        while True:
+            responses, total, waiting = _read_all(broker, body, version)
+            left = deadline - time.monotonic()
+            if total >= min_bytes or left <= 0 or not waiting or conn.closed:
+                break
+            futures = [p.hw_changed() for p in waiting]
+            try:
+                await asyncio.wait(futures, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for future in futures:
+                    future.cancel()
+        return {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": responses}
+    return handle
