@@ -29,6 +29,7 @@ from broker.topic_store import LocalTopicStore, TopicInfo
 from storage import LogConfig
 from storage.compaction import LogCleaner
 from storage.manager import LogManager
+from storage.producer_state import PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +97,6 @@ class Broker:
             await self.server.stop()
         if self.logs is not None:
             self.logs.checkpoint_high_watermarks(self.high_watermarks())
-            for partition in self.partitions.values():
-                state = partition.producer_state
-                if state is not None and hasattr(state, "close"):
-                    with contextlib.suppress(Exception):
-                        state.close()
             self.logs.close()
         self.lock.release()
 
@@ -134,19 +130,9 @@ class Broker:
             if tp in self.partitions:
                 continue
             log_ = self.logs.get_or_create(tp, config)
-            self.partitions[tp] = Partition(info.name, index, log_, leader_epoch=0,
-                                            producer_state=self._producer_state_for(log_))
-            hw = self.logs.high_watermarks.get(tp)
-            if hw is not None:
-                self.partitions[tp].high_watermark = min(max(hw, log_.log_start_offset), log_.log_end_offset)
-            self.partitions[tp].high_watermark = log_.log_end_offset  # single node: ISR = {self}
-
-    def _producer_state_for(self, log_: Any) -> Any:
-        try:
-            from storage.producer_state import attach_producer_state
-        except ImportError:
-            return None
-        return attach_producer_state(log_, self.config.producer_id_expiration_ms)
+            self.partitions[tp] = Partition(info.name, index, log_, leader_epoch=0)
+            # single node: ISR = {self}, so everything in the log is committed (the checkpointed
+            # high watermark matters once there are followers)
 
     def create_topic(self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]) -> TopicInfo:
         info = self.topics.create(name, partitions, replication_factor, configs)
@@ -179,6 +165,7 @@ class Broker:
         self._every(RECOVERY_POINT_CHECKPOINT_INTERVAL_MS, self._checkpoint_recovery_points)
         self._every(HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS, self._checkpoint_high_watermarks)
         self._every(CLEANER_BACKOFF_MS, self._clean)
+        self._every(PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS, self._expire_producer_ids)
 
     def _every(self, interval_ms: int, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         async def loop() -> None:
@@ -209,6 +196,11 @@ class Broker:
     async def _checkpoint_high_watermarks(self) -> None:
         assert self.logs is not None
         self.logs.checkpoint_high_watermarks(self.high_watermarks())
+
+    async def _expire_producer_ids(self) -> None:
+        now = now_ms()
+        for partition in self.partitions.values():
+            partition.log.producer_state.remove_expired(now, self.config.producer_id_expiration_ms)
 
     async def _clean(self) -> None:
         """Run at most one compaction pass, in slices, yielding to the event loop between slices."""

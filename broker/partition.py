@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 
 from client.wire.errors import ErrorCode
-from client.wire.records import read_header
 from storage import Log
 from storage.errors import StorageError
 
@@ -33,13 +32,12 @@ class AppendResult:
 
 
 class Partition:
-    def __init__(self, topic: str, index: int, log: Log, leader_epoch: int = 0, producer_state: object = None) -> None:
+    def __init__(self, topic: str, index: int, log: Log, leader_epoch: int = 0) -> None:
         self.topic = topic
         self.index = index
         self.log = log
         self.leader_epoch = leader_epoch
         self.high_watermark = log.log_end_offset
-        self.producer_state = producer_state
         self._waiters: list[asyncio.Future[None]] = []
         if log.latest_epoch < leader_epoch:
             log.assign_epoch(leader_epoch)
@@ -72,23 +70,14 @@ class Partition:
         return ErrorCode.UNKNOWN_LEADER_EPOCH
 
     def append_as_leader(self, batch: memoryview | bytes, now_ms: int) -> AppendResult:
-        """Append one validated client batch (idempotence checks first); the caller validated layout."""
-        state = self.producer_state
-        header = read_header(batch)
-        if state is not None and header.producer_id >= 0:
-            error, duplicate = state.check_append(header, now_ms)
-            if duplicate is not None:
-                base, last, timestamp = duplicate
-                return AppendResult(0, base, last, timestamp, self.log.log_start_offset)
-            if error:
-                return AppendResult(error, log_start_offset=self.log.log_start_offset)
+        """Append one validated client batch. Idempotence (sequence/epoch checks, duplicates of the
+        last five batches answered with their original offsets) is the log's producer state."""
         try:
             base, last = self.log.append(batch, self.leader_epoch, now_ms)
         except StorageError as exc:
             return AppendResult(exc.error_code, log_start_offset=self.log.log_start_offset, message=str(exc))
-        if state is not None and header.producer_id >= 0:
-            state.update(header, base, last, now_ms)
         append_time = now_ms if self.log.config.log_append_time else -1
-        self.high_watermark = self.log.log_end_offset  # ISR = {this broker}
-        self._notify()
+        if self.log.log_end_offset > self.high_watermark:
+            self.high_watermark = self.log.log_end_offset  # ISR = {this broker}
+            self._notify()
         return AppendResult(0, base, last, append_time, self.log.log_start_offset)

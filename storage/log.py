@@ -58,6 +58,16 @@ from storage.errors import (
     RecordTooLargeError,
 )
 from storage.files import File, FileSystem
+from storage.producer_state import (
+    ProducerStateConfig,
+    ProducerStateError,
+    ProducerStateManager,
+    delete_all_snapshots,
+    on_log_start_moved,
+    rebuild,
+    take_snapshot,
+)
+from storage.producer_state import load as load_producer_state
 from storage.segment import LogSegment
 
 _logger = logging.getLogger(__name__)
@@ -145,6 +155,8 @@ class Log:
         self.log_end_offset = 0
         self.recovery_point = 0
         self.epochs = LeaderEpochCache()
+        self.producer_state_config = ProducerStateConfig()
+        self.producer_state = ProducerStateManager(0, self.producer_state_config)
         self.offline = False
         self._unflushed_messages = 0
         self._last_flush_ms = _now_ms()
@@ -187,6 +199,7 @@ class Log:
         log.recovery_point = min(max(recovery_point, log.log_start_offset), log.log_end_offset) \
             if clean_shutdown else min(max(log.recovery_point, log.log_start_offset), log.log_end_offset)
         log._load_epochs()
+        log._load_producer_state()
         return log
 
     def _new_segment(self, base_offset: int, suffix: str = "") -> LogSegment:
@@ -246,13 +259,34 @@ class Log:
             entries = read_int_checkpoint(self.fs, path)
         except CheckpointError:
             entries = None
+        rebuilt = entries is None  # missing or corrupt: rebuilt, and rewritten so it is not rebuilt again
         if entries is None:
             entries = self._scan_epochs()
         self.epochs = LeaderEpochCache(entries)
-        changed = self.epochs.truncate_from_end(self.log_end_offset)
+        changed = self.epochs.entries != entries  # entries that broke the cache's ordering were dropped
+        changed |= self.epochs.truncate_from_end(self.log_end_offset)
         changed |= self.epochs.truncate_from_start(self.log_start_offset)
-        if changed or not self.fs.exists(path):
+        if changed or rebuilt:
             self._write_epochs()
+
+    def _load_producer_state(self) -> None:
+        """Latest valid snapshot <= log end (stale and corrupt ones are deleted), then replay."""
+        self.producer_state = load_producer_state(self.fs, self.path, self.log_start_offset,
+                                                  self.log_end_offset, self.producer_state_config)
+        rebuild(self.producer_state, self._batch_headers_from(self.producer_state.map_end_offset))
+
+    def _batch_headers_from(self, offset: int) -> Iterator[BatchHeader]:
+        """Headers of the stored batches whose last offset >= offset, in offset order."""
+        first = self._segment_index_for(offset)
+        for i, segment in enumerate(self.segments[first:]):
+            position = 0
+            if i == 0:
+                found = segment.find_batch(offset)
+                if found is None:
+                    continue
+                position = found[0]
+            for _, header in segment.scan_headers(position):
+                yield header
 
     def _scan_epochs(self) -> list[tuple[int, int]]:
         """Rebuild the epoch cache from the batches' partitionLeaderEpoch (headers only)."""
@@ -312,6 +346,12 @@ class Log:
             self._check_keys(view)
         with self._io():
             now_ms = _now_ms() if now_ms is None else now_ms
+            error, duplicate = self.producer_state.check_append(header, now_ms)
+            if error:
+                raise ProducerStateError(error, f"{self.path}: {error.name} for producer {header.producer_id}"
+                                                f" epoch {header.producer_epoch} sequence {header.base_sequence}")
+            if duplicate is not None:  # a retry: answer with the first write's offsets, append nothing
+                return duplicate.base_offset, duplicate.last_offset
             base = self.log_end_offset
             head = bytearray(view[:HEADER_SIZE])
             set_base_offset(head, base)
@@ -328,6 +368,7 @@ class Log:
                 self._write_epochs()
             self.active_segment.append(parts, size, last, max_timestamp)
             self.log_end_offset = last + 1
+            self.producer_state.update(header, base, last, max_timestamp)
             self._after_append(header.records_count, now_ms)
         return base, last
 
@@ -363,6 +404,7 @@ class Log:
                     self._write_epochs()
                 self.active_segment.append([view[position:position + size]], size, last, header.max_timestamp)
                 self.log_end_offset = last + 1
+                self.producer_state.update_replicated(header)
                 count += header.records_count
             if count:
                 self._after_append(count, now_ms)
@@ -377,6 +419,13 @@ class Log:
                     base_offset: int | None = None) -> None:
         segment = self.active_segment
         if segment.is_empty:
+            if last_offset - segment.base_offset > RELATIVE_OFFSET_MAX:
+                # a replicated batch far past an empty active segment (an offset gap of a compacted
+                # leader): its offsets do not fit this segment's int32 index, so start it at the batch
+                self._detach(segment)
+                segment.delete()
+                self._attach(self._new_segment(self.log_end_offset if base_offset is None else base_offset))
+                self.fs.fsync_dir(self.path)
             return
         first_ts = segment.first_batch_timestamp
         if (segment.size_bytes + size > self.config.segment_bytes
@@ -393,6 +442,7 @@ class Log:
 
     def _roll(self, base_offset: int, now_ms: int) -> None:
         self._flush_all(now_ms)  # fsync the segment being closed: the recovery point moves past it
+        take_snapshot(self.fs, self.path, self.producer_state)  # replay on open starts here at worst
         self._attach(self._new_segment(base_offset))
         self.fs.fsync_dir(self.path)
 
@@ -530,6 +580,7 @@ class Log:
                 self.log_start_offset = self.log_end_offset
             if self.epochs.truncate_from_end(self.log_end_offset):
                 self._write_epochs()
+            self._load_producer_state()  # drops snapshots above the new end, replays from the last one
             self.fs.fsync_dir(self.path)
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
@@ -542,6 +593,8 @@ class Log:
             self.log_start_offset = self.log_end_offset = self.recovery_point = offset
             self.epochs = LeaderEpochCache()
             self._write_epochs()
+            delete_all_snapshots(self.fs, self.path)
+            self.producer_state.reset(offset)
             self.fs.fsync_dir(self.path)
 
     def delete_before(self, offset: int) -> int:
@@ -566,6 +619,7 @@ class Log:
             self.recovery_point = max(self.recovery_point, self.log_start_offset)
             if self.epochs.truncate_from_start(self.log_start_offset):
                 self._write_epochs()
+            on_log_start_moved(self.fs, self.path, self.producer_state, self.log_start_offset)
             return deleted
 
     def _delete_segment(self, segment: LogSegment) -> None:
@@ -598,6 +652,8 @@ class Log:
         try:
             if not self.offline:
                 self.flush()
+                with self._io():
+                    take_snapshot(self.fs, self.path, self.producer_state)
         finally:
             for segment in self.segments:
                 segment.close()
