@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 API_VERSIONS_KEY = 18
 READ_CHUNK_BYTES = 256 << 10
 WRITE_HIGH_WATER_BYTES = 4 << 20
+STOP_TASKS_TIMEOUT_S = 5.0  # stop() waits this long for cancelled connection tasks to end
 
 # handler(connection, header, body) -> response body, or None for no response (Produce acks=0)
 Handler = Callable[["ClientConnection", RequestHeader, dict[str, Any]], Awaitable[dict[str, Any] | None]]
@@ -140,12 +141,29 @@ class Server:
             import socket
 
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await connection.run()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await connection.run()
+        except asyncio.CancelledError:
+            # shutdown (stop() or the loop's end): end quietly. Python 3.11's start_server
+            # done-callback calls task.exception() on a cancelled task and logs that as an error.
+            connection.close()
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
         for connection in list(self.connections):
             connection.close()
+        # end every connection task (idle in a read, or waiting in a handler such as a long poll)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_TASKS_TIMEOUT_S)
         if self._server is not None:
             await self._server.wait_closed()

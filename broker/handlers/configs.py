@@ -72,6 +72,8 @@ def _alter(broker: Broker, resource: dict[str, Any], validate_only: bool) -> tup
         for entry in resource["configs"]:
             op = entry["config_operation"]
             if op == OP_SET:
+                if entry["value"] is None:  # else str(None) would be stored as the value "None"
+                    return ErrorCode.INVALID_CONFIG, f"null value for {entry['name']}"
                 changes[entry["name"]] = validate_topic_config(entry["name"], entry["value"])
             elif op == OP_DELETE:
                 validate_topic_config(entry["name"], broker.config.topic_config_defaults().get(entry["name"], "0"))

@@ -8,8 +8,9 @@
 * Offsets: below the log start or above the log end -> OFFSET_OUT_OF_RANGE; between the high
   watermark and the log end -> an empty answer (a new leader's high watermark may trail).
 * current_leader_epoch (v9+): older than ours -> FENCED_LEADER_EPOCH, newer -> UNKNOWN_LEADER_EPOCH.
-* Long poll: if fewer than `min_bytes` are ready, wait until a fetched partition's high watermark
-  moves or `max_wait_ms` passes (bounded by FETCH_WAIT_MAX_MS), then answer with what is there.
+* Long poll: if fewer than `min_bytes` are ready (and no partition has an error), wait until a
+  fetched partition's high watermark moves or `max_wait_ms` passes (bounded by FETCH_WAIT_MAX_MS),
+  then answer with what is there.
 * Fetch sessions (v7+) are not kept: session_id 0 tells clients to send full fetches.
 """
 
@@ -67,7 +68,10 @@ def _read_all(broker: Broker, body: dict[str, Any], version: int) -> tuple[list[
             try:
                 if offset < hw and (limit > 0 or total == 0):
                     chunk = log_.read(offset, max(limit, 1), max_offset=hw)
-                    records = bytes(chunk)
+                    # the log always returns at least one batch; only the first partition with
+                    # data may exceed its limit (KIP-74: Kafka's minOneMessage is for it alone)
+                    if total == 0 or len(chunk) <= limit:
+                        records = bytes(chunk)
                 elif offset > log_.log_end_offset or offset < log_.log_start_offset:
                     raise OffsetOutOfRangeError(f"offset {offset}")
             except OffsetOutOfRangeError:
@@ -79,8 +83,7 @@ def _read_all(broker: Broker, body: dict[str, Any], version: int) -> tuple[list[
             size = len(records)
             total += size
             remaining = max(remaining - size, 0)
-            if not size:
-                waiting.append(partition)
+            waiting.append(partition)  # any partition's new data counts towards min_bytes
             parts.append({"partition_index": index, "error_code": 0, "high_watermark": hw,
                           "last_stable_offset": hw, "log_start_offset": log_.log_start_offset,
                           "aborted_transactions": [], "preferred_read_replica": -1,
@@ -98,8 +101,9 @@ def handler(broker: Broker) -> Handler:
         while True:
             responses, total, waiting = _read_all(broker, body, version)
             left = deadline - time.monotonic()
-            if total >= min_bytes or left <= 0 or not waiting or conn.closed:
-                break
+            errored = any(p["error_code"] for t in responses for p in t["partitions"])
+            if total >= min_bytes or left <= 0 or not waiting or errored or conn.closed:
+                break  # Kafka answers at once when a partition has an error (DelayedFetch)
             futures = [p.hw_changed() for p in waiting]
             try:
                 await asyncio.wait(futures, timeout=left, return_when=asyncio.FIRST_COMPLETED)

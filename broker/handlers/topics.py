@@ -8,6 +8,7 @@ is created; `validate_only` checks without creating.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from broker.config import ConfigError, validate_topic_config
@@ -31,6 +32,8 @@ def _create_one(broker: Broker, topic: dict[str, Any], validate_only: bool) -> t
             if partitions != -1 or replication != -1:
                 return ErrorCode.INVALID_REQUEST, "both assignments and partitions/replication factor given"
             assignments = topic["assignments"]
+            if [a["partition_index"] for a in assignments] != list(range(len(assignments))):
+                return ErrorCode.INVALID_REPLICA_ASSIGNMENT, "partition indexes must be 0, 1, ... in order"
             partitions = len(assignments)
             replication = len(assignments[0]["broker_ids"])
             if any(set(a["broker_ids"]) != {broker.node_id} for a in assignments):
@@ -56,11 +59,19 @@ def _create_one(broker: Broker, topic: dict[str, Any], validate_only: bool) -> t
     return 0, None
 
 
+def _duplicates(names: list[str]) -> set[str]:
+    return {name for name, count in Counter(names).items() if count > 1}
+
+
 def create_topics_handler(broker: Broker) -> Handler:
     async def handle(conn: Any, header: Any, body: dict[str, Any]) -> dict[str, Any]:
         results = []
+        duplicates = _duplicates([t["name"] for t in body["topics"]])
         for topic in body["topics"]:
-            error, message = _create_one(broker, topic, body.get("validate_only", False))
+            if topic["name"] in duplicates:  # Kafka: every entry of a repeated name, none created
+                error, message = ErrorCode.INVALID_REQUEST, "Duplicate topic name."
+            else:
+                error, message = _create_one(broker, topic, body.get("validate_only", False))
             results.append({"name": topic["name"], "error_code": error, "error_message": message})
         return {"throttle_time_ms": 0, "topics": results}
     return handle
@@ -69,7 +80,11 @@ def create_topics_handler(broker: Broker) -> Handler:
 def delete_topics_handler(broker: Broker) -> Handler:
     async def handle(conn: Any, header: Any, body: dict[str, Any]) -> dict[str, Any]:
         results = []
+        duplicates = _duplicates(body["topic_names"])
         for name in body["topic_names"]:
+            if name in duplicates:  # Kafka: every entry of a repeated name, none deleted
+                results.append({"name": name, "error_code": ErrorCode.INVALID_REQUEST})
+                continue
             try:
                 broker.delete_topic(name)
                 results.append({"name": name, "error_code": 0})
