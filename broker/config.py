@@ -58,6 +58,31 @@ def _timestamp_type(text: Any) -> str:
     return str(text)
 
 
+def _int_at_least(minimum: int) -> Callable[[Any], int]:
+    def parse(text: Any) -> int:
+        value = _int(text)
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}")
+        return value
+    return parse
+
+
+def _ratio(text: Any) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be in [0, 1]")
+    return value
+
+
+COMPRESSION_TYPES = ("producer", "uncompressed", "none", "gzip", "snappy", "lz4", "zstd")
+
+
+def _compression_type(text: Any) -> str:
+    if str(text) not in COMPRESSION_TYPES:
+        raise ValueError(f"must be one of {', '.join(COMPRESSION_TYPES)}")
+    return str(text)
+
+
 def _host_port(text: Any) -> str:
     host, sep, port = str(text).rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -110,25 +135,27 @@ BROKER_SETTINGS: tuple[Setting, ...] = (
 
 # topic config name -> (LogConfig field, parser, broker setting it defaults to)
 TOPIC_SETTINGS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
-    "segment.bytes": ("segment_bytes", _int, "log_segment_bytes"),
-    "segment.ms": ("segment_ms", _int, "log_roll_ms"),
-    "segment.index.bytes": ("segment_index_bytes", _int, "log_index_size_max_bytes"),
-    "index.interval.bytes": ("index_interval_bytes", _int, "log_index_interval_bytes"),
-    "retention.ms": ("retention_ms", _int, "log_retention_ms"),
-    "retention.bytes": ("retention_bytes", _int, "log_retention_bytes"),
+    "segment.bytes": ("segment_bytes", _int_at_least(1024), "log_segment_bytes"),
+    "segment.ms": ("segment_ms", _int_at_least(1), "log_roll_ms"),
+    "segment.index.bytes": ("segment_index_bytes", _int_at_least(12), "log_index_size_max_bytes"),
+    "index.interval.bytes": ("index_interval_bytes", _int_at_least(0), "log_index_interval_bytes"),
+    "retention.ms": ("retention_ms", _int_at_least(-1), "log_retention_ms"),
+    "retention.bytes": ("retention_bytes", _int_at_least(-1), "log_retention_bytes"),
     "cleanup.policy": ("cleanup_policy", _policy, "log_cleanup_policy"),
-    "delete.retention.ms": ("delete_retention_ms", _int, "log_cleaner_delete_retention_ms"),
-    "min.cleanable.dirty.ratio": ("min_cleanable_dirty_ratio", float, "log_cleaner_min_cleanable_ratio"),
-    "min.compaction.lag.ms": ("min_compaction_lag_ms", _int, "log_cleaner_min_compaction_lag_ms"),
-    "max.message.bytes": ("max_message_bytes", _int, "message_max_bytes"),
+    "delete.retention.ms": ("delete_retention_ms", _int_at_least(0), "log_cleaner_delete_retention_ms"),
+    "min.cleanable.dirty.ratio": ("min_cleanable_dirty_ratio", _ratio, "log_cleaner_min_cleanable_ratio"),
+    "min.compaction.lag.ms": ("min_compaction_lag_ms", _int_at_least(0), "log_cleaner_min_compaction_lag_ms"),
+    "max.message.bytes": ("max_message_bytes", _int_at_least(0), "message_max_bytes"),
     "message.timestamp.type": ("message_timestamp_type", _timestamp_type, "log_message_timestamp_type"),
-    "flush.messages": ("flush_messages", _int, "log_flush_interval_messages"),
-    "flush.ms": ("flush_ms", _int, "log_flush_interval_ms"),
+    "flush.messages": ("flush_messages", _int_at_least(1), "log_flush_interval_messages"),
+    "flush.ms": ("flush_ms", _int_at_least(0), "log_flush_interval_ms"),
 }
-# topic configs that are not LogConfig fields but are served and validated
+# topic configs that are not LogConfig fields but are served and validated. compression.type:
+# batches are stored as the producer sent them (Kafka's "producer"); other values are accepted
+# and reported but do not recompress.
 TOPIC_EXTRA_SETTINGS: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "min.insync.replicas": (_int, "min_insync_replicas"),
-    "compression.type": (_str, ""),
+    "min.insync.replicas": (_int_at_least(1), "min_insync_replicas"),
+    "compression.type": (_compression_type, ""),
 }
 
 _BY_KAFKA = {s.kafka_name: s for s in BROKER_SETTINGS}
@@ -163,6 +190,7 @@ class BrokerConfig:
                 if name in ("flush.messages", "flush.ms") and value >= 2**63 - 1:
                     value = None
                 fields[attr] = value
+        fields["producer_id_expiration_ms"] = self.values["producer_id_expiration_ms"]
         return LogConfig(**fields)
 
     def topic_config_defaults(self) -> dict[str, str]:

@@ -97,6 +97,7 @@ class LogConfig:
     min_compaction_lag_ms: int = 0                # min.compaction.lag.ms
     max_message_bytes: int = 1048588              # max.message.bytes
     message_timestamp_type: str = "CreateTime"    # message.timestamp.type: CreateTime | LogAppendTime
+    producer_id_expiration_ms: int = 24 * 3600 * 1000  # producer.id.expiration.ms (a broker setting)
 
     @property
     def compact(self) -> bool:
@@ -155,7 +156,7 @@ class Log:
         self.log_end_offset = 0
         self.recovery_point = 0
         self.epochs = LeaderEpochCache()
-        self.producer_state_config = ProducerStateConfig()
+        self.producer_state_config = ProducerStateConfig(producer_id_expiration_ms=config.producer_id_expiration_ms)
         self.producer_state = ProducerStateManager(0, self.producer_state_config)
         self.offline = False
         self._unflushed_messages = 0

@@ -157,20 +157,17 @@ def test_create_topics_bad_partition_counts(conn: KafkaConnection, partitions: i
     assert not _exists(conn, name)
 
 
-NO_RANGE_CHECK = pytest.mark.xfail(
-    strict=False, reason="broker/config.py validate_topic_config parses topic config values but does not "
-    "range-check them (Kafka: segment.bytes >= 14, max.message.bytes >= 0, retention.ms >= -1)")
-
-
 @pytest.mark.parametrize("configs", [
     {"no.such.config": "1"},
     {"retention.ms": "soon"},
     {"cleanup.policy": "shred"},
     {"message.timestamp.type": "Whenever"},
-    pytest.param({"segment.bytes": "12"}, marks=NO_RANGE_CHECK),
-    pytest.param({"segment.bytes": "-1"}, marks=NO_RANGE_CHECK),
-    pytest.param({"max.message.bytes": "-1"}, marks=NO_RANGE_CHECK),
-    pytest.param({"retention.ms": "-7"}, marks=NO_RANGE_CHECK),
+    {"compression.type": "bogus"},
+    {"min.cleanable.dirty.ratio": "2"},
+    {"segment.bytes": "12"},
+    {"segment.bytes": "-1"},
+    {"max.message.bytes": "-1"},
+    {"retention.ms": "-7"},
 ], ids=lambda c: "=".join(next(iter(c.items()))))
 def test_create_topics_bad_configs(conn: KafkaConnection, configs: dict[str, str]) -> None:
     name = unique_topic("cfg")
