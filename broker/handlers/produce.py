@@ -5,6 +5,7 @@ Per partition: exactly one client batch, validated (client.wire.records.validate
 CRC, counts, offsets, no control batch, size <= the topic's max.message.bytes, keys on compacted
 topics), idempotence-checked, appended. acks=0 sends no response; acks=1 and acks=all complete
 once appended (single node: the ISR is this broker, so the high watermark is the log end).
+A failed append under acks=0 closes the connection, as Kafka does: there is no response to carry it.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def handler(broker: Broker) -> Handler:
                                 "log_start_offset": result.log_start_offset, "error_message": result.message})
             responses.append({"name": name, "partition_responses": results})
         if acks == 0:
+            # no response to carry an error: Kafka closes the connection so the producer notices
+            if any(r["error_code"] for t in responses for r in t["partition_responses"]):
+                conn.close()
             return None
         return {"responses": responses, "throttle_time_ms": 0}
     return handle
