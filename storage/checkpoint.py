@@ -54,9 +54,10 @@ def read_checkpoint(fs: FileSystem, path: str, fields: int) -> list[list[str]] |
         text = fs.read_file(path).decode("ascii")
     except UnicodeDecodeError as exc:
         raise CheckpointError(f"{path}: not ascii") from exc
+    if not text.endswith("\n"):  # every write ends with one: without it the file was cut short
+        raise CheckpointError(f"{path}: no final newline (torn)")
     lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines.pop()
     if len(lines) < 2 or lines[0] != str(CHECKPOINT_VERSION):
         raise CheckpointError(f"{path}: bad version line")
     try:

@@ -42,6 +42,8 @@ class LeaderEpochCache:
 
     def truncate_from_end(self, end_offset: int) -> bool:
         """Drop entries starting at or after `end_offset` (the log was truncated there)."""
+        if end_offset < 0:  # undefined (as Kafka's truncateFromEnd): not a truncation to empty
+            return False
         keep = [(e, s) for e, s in self.entries if s < end_offset]
         changed = len(keep) != len(self.entries)
         self.entries = keep

@@ -192,11 +192,27 @@ class LogSegment:
             self.time_index.load()
         except IndexCorruptError:
             return False
-        if self.log.size and not self.offset_index.positions:
+        if self.log.size and not (self.offset_index.positions and self.time_index.timestamps):
+            return False  # the first batch of a segment is always indexed in both
+        if self.offset_index.positions and not self._last_index_entry_is_true():
             return False
         self._load_tail_state()
+        rel = self.time_index.relative_offsets
+        if rel and (rel[0] < 0 or rel[-1] > self.next_offset - 1 - self.base_offset):
+            return False  # the time index names offsets the segment does not hold
         self.flushed_size = self.log.size
         return True
+
+    def _last_index_entry_is_true(self) -> bool:
+        """The first entry is the first batch; the last entry names a whole batch with that last
+        offset (cheap: one header read). The tail scan starts there, so it must be a boundary."""
+        position = self.offset_index.last_position
+        if self.offset_index.positions[0] != 0 or self.log.size - position < HEADER_SIZE:
+            return False
+        header = BatchHeader._make(HEADER_STRUCT.unpack_from(self.log.pread(position, HEADER_SIZE)))
+        return (header.magic == MAGIC_V2 and HEADER_SIZE <= header.total_size <= self.log.size - position
+                and header.base_offset + header.last_offset_delta
+                == self.base_offset + self.offset_index.relative_offsets[-1])
 
     def _load_tail_state(self) -> None:
         """Recompute next_offset / max timestamp from the last index entries and the tail."""
