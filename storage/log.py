@@ -374,9 +374,14 @@ class Log:
         return base, last
 
     def _check_keys(self, view: memoryview) -> None:
+        from client.wire.errors import KafkaError
         from client.wire.records import decode_records
 
-        if any(record.key is None for record in decode_records(view)):
+        try:
+            records = decode_records(view)
+        except (KafkaError, ValueError) as exc:
+            raise CorruptRecordError(f"unreadable batch: {exc}") from exc
+        if any(record.key is None for record in records):
             raise InvalidRecordError("compacted topic: every record needs a key")
 
     def append_replicated(self, batches: bytes | bytearray | memoryview,
@@ -498,7 +503,11 @@ class Log:
         i = self._segment_index_for(start_offset)
         while i < len(self.segments):
             segment = self.segments[i]
-            found = segment.read_range(start_offset, max_bytes, max_offset)
+            try:
+                found = segment.read_range(start_offset, max_bytes, max_offset)
+            except OSError as exc:  # a failing disk: the log goes offline, the process keeps serving
+                self.offline = True
+                raise LogOfflineError(f"log {self.path} went offline on a read: {exc}") from exc
             if found.length:
                 return LogChunk(segment.log, found.position, found.length, found.first_offset, found.next_offset)
             if segment.next_offset > start_offset:  # a batch is there but at/above max_offset

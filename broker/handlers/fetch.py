@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.server import Handler
 from client.wire.errors import ErrorCode
-from storage.errors import OffsetOutOfRangeError, StorageError
+from storage.errors import LogOfflineError, OffsetOutOfRangeError, StorageError
 
 if TYPE_CHECKING:
     from broker.broker import Broker
@@ -31,6 +31,14 @@ if TYPE_CHECKING:
 FETCH_WAIT_MAX_MS = 30_000
 FETCH_RESPONSE_BYTES_MAX = 64 << 20
 EMPTY = b""
+
+
+def _chunk_bytes(log_: Any, chunk: Any) -> bytes:
+    try:
+        return bytes(chunk)
+    except OSError as exc:  # a failing disk takes this log offline; other partitions keep serving
+        log_.offline = True
+        raise LogOfflineError(f"read failed: {exc}") from exc
 
 
 def _partition_error(index: int, error: int, partition: Partition | None = None) -> dict[str, Any]:
@@ -71,7 +79,7 @@ def _read_all(broker: Broker, body: dict[str, Any], version: int) -> tuple[list[
                     # the log always returns at least one batch; only the first partition with
                     # data may exceed its limit (KIP-74: Kafka's minOneMessage is for it alone)
                     if total == 0 or len(chunk) <= limit:
-                        records = bytes(chunk)
+                        records = _chunk_bytes(log_, chunk)
                 elif offset > log_.log_end_offset or offset < log_.log_start_offset:
                     raise OffsetOutOfRangeError(f"offset {offset}")
             except OffsetOutOfRangeError:
