@@ -93,8 +93,10 @@ def log_append_seconds(tmp_path, batch: bytes, count: int, fs: FileSystem | None
         previous = tmp_path / f"log-{n[0] - 1}"
         if previous.exists():
             shutil.rmtree(previous)
+        log = Log.open(str(tmp_path / f"log-{n[0]}"), config, fs=fs)
+        log.append(batch, 1, 0)  # the first append of an epoch writes (and fsyncs) the epoch checkpoint
         os.sync()
-        return Log.open(str(tmp_path / f"log-{n[0]}"), config, fs=fs)
+        return log
 
     def run(log: Log) -> None:
         append = log.append
