@@ -16,16 +16,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from broker import loop_lag
 from broker.config import BrokerConfig
 from broker.identity import DataDirLock, ensure_identity
 from broker.partition import Partition
 from broker.producer_ids import ProducerIdAllocator
 from broker.server import ApiSpec, Server
-from broker.topic_store import LocalTopicStore, TopicInfo
+from broker.topic_store import LocalTopicStore, TopicError, TopicInfo
+from client.wire.errors import ErrorCode
 from storage import LogConfig
 from storage.compaction import LogCleaner
 from storage.manager import LogManager
@@ -38,6 +41,9 @@ HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS = 5_000   # replica.high.watermark.checkpo
 FLUSH_CHECK_INTERVAL_MS = 1_000
 CLEANER_BACKOFF_MS = 15_000                     # log.cleaner.backoff.ms
 CLEANER_SLICES_PER_PASS_MAX = 100_000  # a bound on one pass; each slice is a few ms
+
+FDS_PER_PARTITION = 3  # .log, .index, .timeindex of the active segment
+FD_RESERVE = 64        # listener, data-dir lock, checkpoints being written, logging
 
 TopicPartition = tuple[str, int]
 
@@ -135,9 +141,23 @@ class Broker:
             # high watermark matters once there are followers)
 
     def create_topic(self, name: str, partitions: int, replication_factor: int, configs: dict[str, str]) -> TopicInfo:
+        self._check_fd_budget(partitions)
         info = self.topics.create(name, partitions, replication_factor, configs)
         self._open_partitions(info)
         return info
+
+    def _check_fd_budget(self, partitions: int) -> None:
+        """Refuse a topic whose logs would not fit the process's file-descriptor limit: running out
+        half-way would leave a topic that cannot be opened, and a broker that cannot restart."""
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return
+        in_use = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0
+        needed = partitions * FDS_PER_PARTITION + FD_RESERVE + self.config.max_connections // 10
+        if in_use + needed > soft:
+            raise TopicError(ErrorCode.POLICY_VIOLATION,
+                             f"{partitions} partitions need ~{needed} file descriptors; {soft - in_use} are left "
+                             f"(raise the open-files limit, ulimit -n)")
 
     def delete_topic(self, name: str) -> TopicInfo:
         assert self.logs is not None
@@ -166,6 +186,7 @@ class Broker:
         self._every(HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS, self._checkpoint_high_watermarks)
         self._every(CLEANER_BACKOFF_MS, self._clean)
         self._every(PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS, self._expire_producer_ids)
+        self._tasks.append(loop_lag.start(busy=lambda: self.cleaner.task is not None))  # broker/loop_lag.py
 
     def _every(self, interval_ms: int, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         async def loop() -> None:

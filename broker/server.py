@@ -92,13 +92,16 @@ class ClientConnection:
             raise ProtocolError(f"api key {header.api_key} not served")
         try:
             response = await spec.handler(self, header, body)
+            # encoded here so that a response the schema cannot carry is a handler bug like any other
+            chunks = None if response is None or self.closed else encode_response_chunks(
+                header, header.api_key, header.api_version, response, framed=True)
         except Exception:  # a bug: this connection goes, the broker stays
             log.exception("handler for api %d v%d failed; closing %s", header.api_key, header.api_version,
                           self.peer)
             self.close()
             return
-        if response is not None and not self.closed:
-            self._write(encode_response_chunks(header, header.api_key, header.api_version, response, framed=True))
+        if chunks is not None and not self.closed:
+            self._write(chunks)
             if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER_BYTES:
                 await self.writer.drain()
 

@@ -55,6 +55,16 @@ def parse_log_dir_name(name: str) -> TopicPartition | None:
     return topic, int(partition)
 
 
+NAME_BYTES_MAX = 255  # a file name's limit on Linux file systems
+
+
+def delete_dir_name(tp: TopicPartition) -> str:
+    """'<topic>-<p>.<16 hex>-delete', the topic part cut so the name fits NAME_BYTES_MAX (as Kafka's
+    LocalLog.logDeleteDirName does): a 249-character topic must stay deletable."""
+    suffix = f"-{tp[1]}.{secrets.token_hex(8)}{DELETE_SUFFIX}"
+    return tp[0][: NAME_BYTES_MAX - len(suffix)] + suffix
+
+
 class LogManager:
     def __init__(self, data_dir: str, default_config: LogConfig | None = None, *, fs: FileSystem | None = None,
                  config_for: Callable[[str], LogConfig] | None = None) -> None:
@@ -149,7 +159,7 @@ class LogManager:
                 segment.close()
         if not self.fs.exists(path):
             return
-        doomed = f"{path}.{secrets.token_hex(8)}{DELETE_SUFFIX}"
+        doomed = os.path.join(self.data_dir, delete_dir_name(tp))
         self.fs.rename(path, doomed)
         self.fs.fsync_dir(self.data_dir)
         self.fs.rmtree(doomed)

@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     from broker.broker import Broker
 
 
+# An error_message that quotes a request string (a topic name, a config value: up to 32767 bytes)
+# must still fit the response's string field; longer messages are cut and end in "...".
+ERROR_MESSAGE_CHARS_MAX = 1024
+
+
+def clip_message(message: str | None) -> str | None:
+    if message is None or len(message) <= ERROR_MESSAGE_CHARS_MAX:
+        return message
+    return message[:ERROR_MESSAGE_CHARS_MAX] + "..."
+
+
 def build_apis(broker: Broker) -> dict[int, ApiSpec]:
     from broker.handlers import api_versions, configs, coordinator, fetch, metadata, offsets, produce, topics
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from broker.config import BROKER_SETTINGS, ConfigError, validate_topic_config
+from broker.handlers import clip_message
 from broker.server import Handler
 from client.wire.errors import ErrorCode
 
@@ -57,7 +58,10 @@ def _describe(broker: Broker, resource: dict[str, Any]) -> dict[str, Any]:
 
 def describe_configs_handler(broker: Broker) -> Handler:
     async def handle(conn: Any, header: Any, body: dict[str, Any]) -> dict[str, Any]:
-        return {"throttle_time_ms": 0, "results": [_describe(broker, r) for r in body["resources"]]}
+        results = [_describe(broker, r) for r in body["resources"]]
+        for result in results:
+            result["error_message"] = clip_message(result["error_message"])
+        return {"throttle_time_ms": 0, "results": results}
     return handle
 
 
@@ -93,7 +97,7 @@ def incremental_alter_configs_handler(broker: Broker) -> Handler:
         responses = []
         for resource in body["resources"]:
             error, message = _alter(broker, resource, body.get("validate_only", False))
-            responses.append({"error_code": error, "error_message": message,
+            responses.append({"error_code": error, "error_message": clip_message(message),
                               "resource_type": resource["resource_type"], "resource_name": resource["resource_name"]})
         return {"throttle_time_ms": 0, "responses": responses}
     return handle

@@ -12,6 +12,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from broker.config import ConfigError, validate_topic_config
+from broker.handlers import clip_message
 from broker.server import Handler
 from broker.topic_store import PARTITIONS_MAX, TopicError, validate_topic_name
 from client.wire.errors import ErrorCode
@@ -72,7 +73,7 @@ def create_topics_handler(broker: Broker) -> Handler:
                 error, message = ErrorCode.INVALID_REQUEST, "Duplicate topic name."
             else:
                 error, message = _create_one(broker, topic, body.get("validate_only", False))
-            results.append({"name": topic["name"], "error_code": error, "error_message": message})
+            results.append({"name": topic["name"], "error_code": error, "error_message": clip_message(message)})
         return {"throttle_time_ms": 0, "topics": results}
     return handle
 
