@@ -1,4 +1,16 @@
-"""`brokerctl`: the operator's command line. For now one offline command, `brokerctl log dump`.
+"""`brokerctl`: the operator's command line.
+
+Online commands (they talk to a cluster through replog's client, `client/`; docs/brokerctl.md):
+
+    brokerctl [-b HOST:PORT] [--connect-timeout-ms MS] [-v] COMMAND ...
+    topics create|list|describe|alter|delete    tools/brokerctl_topics.py
+    produce TOPIC / consume TOPIC                tools/brokerctl_produce.py, tools/brokerctl_consume.py
+    cluster describe                             tools/brokerctl_cluster.py
+
+`-b` defaults to $REPLOG_BOOTSTRAP, else 127.0.0.1:9092. Their error contract (one stderr line,
+exit codes 1 / 2 / 130, never a traceback) is in tools/brokerctl_common.py.
+
+The offline command, defined here:
 
 `brokerctl log dump PATH [--json] [--records] [--max-batch-bytes N]` reads a partition directory
 (every `NNNNNNNNNNNNNNNNNNNN.log` segment, in base-offset order) or one `.log` segment file and
@@ -26,7 +38,6 @@ Dependency direction (ARCHITECTURE.md §2): this package imports only `client` a
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -48,9 +59,20 @@ from client.wire.records import (
     compute_crc,
     read_header,
 )
-
-DEFAULT_BOOTSTRAP_SERVER = "127.0.0.1:9092"
-BOOTSTRAP_ENV = "REPLOG_BOOTSTRAP"
+from tools.brokerctl_cluster import cluster_group
+from tools.brokerctl_common import (
+    BOOTSTRAP_ENV,
+    CONNECT_TIMEOUT_MS_DEFAULT,
+    DEFAULT_BOOTSTRAP_SERVER,
+    OneLineErrorsGroup,
+    Settings,
+    render_bytes,
+    setup_logging,
+    to_json_line,
+)
+from tools.brokerctl_consume import consume_command
+from tools.brokerctl_produce import produce_command
+from tools.brokerctl_topics import topics_group
 
 # Bound on one batch read into memory. Kafka's DumpLogSegments defaults to 5 MiB; ours is larger
 # so that a legitimate big batch is not called corrupt, and can be raised with --max-batch-bytes.
@@ -264,16 +286,6 @@ def record_entry(record: Any) -> dict[str, Any]:
     }
 
 
-def render_bytes(data: bytes | None) -> dict[str, str] | None:
-    """null for None; {"utf8": text} when `data` is valid UTF-8; else {"base64": standard, padded}."""
-    if data is None:
-        return None
-    try:
-        return {"utf8": bytes(data).decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"base64": base64.b64encode(data).decode("ascii")}
-
-
 def iter_dump(paths: list[str], stats: DumpStats, with_records: bool = False,
               batch_bytes_max: int = BATCH_BYTES_MAX_DEFAULT) -> Iterator[dict[str, Any]]:
     """Every entry for `paths` (from `segment_paths`), then the `summary` entry."""
@@ -285,11 +297,6 @@ def iter_dump(paths: list[str], stats: DumpStats, with_records: bool = False,
 
 
 # --- rendering --------------------------------------------------------------------------------
-
-
-def to_json_line(entry: dict[str, Any]) -> str:
-    """One JSON Lines line: fixed key order, compact separators, ASCII only (any locale)."""
-    return json.dumps(entry, ensure_ascii=True, separators=(",", ":"))
 
 
 def _text_bytes(rendered: dict[str, str] | None) -> str:
@@ -344,14 +351,24 @@ def _batch_text_lines(entry: dict[str, Any]) -> list[str]:
 # --- commands ---------------------------------------------------------------------------------
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrorsGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-b", "--bootstrap-server", envvar=BOOTSTRAP_ENV, default=DEFAULT_BOOTSTRAP_SERVER,
               show_default=True, show_envvar=True, metavar="HOST:PORT",
               help="Broker to talk to (used by the online commands; `log dump` is offline).")
+@click.option("--connect-timeout-ms", type=click.IntRange(min=1), default=CONNECT_TIMEOUT_MS_DEFAULT,
+              show_default=True, metavar="MS", help="Give up on a broker that does not accept a connection in MS.")
+@click.option("-v", "--verbose", is_flag=True, help="Log the clients' debug messages, show tracebacks.")
 @click.pass_context
-def main(ctx: click.Context, bootstrap_server: str) -> None:
+def main(ctx: click.Context, bootstrap_server: str, connect_timeout_ms: int, verbose: bool) -> None:
     """Administer a replog cluster and inspect its files."""
-    ctx.obj = {"bootstrap_server": bootstrap_server}
+    ctx.obj = Settings(bootstrap_server, connect_timeout_ms, verbose)
+    setup_logging(ctx, verbose)
+
+
+main.add_command(topics_group)
+main.add_command(produce_command)
+main.add_command(consume_command)
+main.add_command(cluster_group)
 
 
 @main.group("log")

@@ -8,21 +8,19 @@ Every client gets the same two operations:
   the end, keys, values, headers and timestamps included.
 
 Clients: `kcat` (Debian's kcat 1.7.1 / librdkafka 2.0.2, a subprocess), `confluent` (confluent-kafka /
-librdkafka 2.16) and `kafka_python` (kafka-python 3.x). Settings follow the issue: confluent's
-producer is idempotent (enable.idempotence=True), kafka-python's is idempotent by default, kcat's
-is not; consumers use assign() with explicit offsets (confluent with a group.id and no auto
-commit, kafka-python with no group).
+librdkafka 2.16), `kafka_python` (kafka-python 3.x) and `replog` (this project's own client,
+`client/`, always available). Settings follow the issue: confluent's producer is idempotent
+(enable.idempotence=True), kafka-python's and replog's are idempotent by default, kcat's is not;
+consumers use assign() with explicit offsets (confluent with a group.id and no auto commit,
+kafka-python and replog with no group).
 
 `require(client)` skips the calling test when the client is not installed, or fails it when the
 environment variable REPLOG_REQUIRE_INTEROP=1 is set (CI: .ci/run sets it).
-
-replog's own client (client/, in progress) plugs in here: write `_replog_produce` and
-`_replog_consume` with the same signatures and add "replog" to PRODUCERS, CONSUMERS and AVAILABLE;
-the matrix in test_interop_matrix.py then covers it in both directions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import shutil
@@ -96,6 +94,7 @@ AVAILABLE: dict[str, Callable[[], str | None]] = {
     "kcat": _kcat_missing,
     "confluent": _module_missing("confluent_kafka"),
     "kafka_python": _module_missing("kafka"),
+    "replog": lambda: None,  # the project's own client
 }
 
 
@@ -288,15 +287,57 @@ def _kafka_python_consume(bootstrap: str, topic: str, partitions: int) -> list[C
         consumer.close()
 
 
+# ------------------------------------------------------------------------------------ replog's own client
+
+async def _replog_produce_async(bootstrap: str, topic: str, messages: Sequence[Message]) -> list[Message]:
+    from client import Producer
+
+    async with Producer(bootstrap, acks="all", compression="lz4", linger_ms=LINGER_MS,
+                        client_id="replog-interop") as producer:
+        assert producer.idempotent, "replog's producer is expected to be idempotent by default"
+        futures = [producer.send(topic, m.value, m.key, headers=list(m.headers), timestamp_ms=m.timestamp)
+                   for m in messages]
+        async with asyncio.timeout(CLIENT_TIMEOUT_S):
+            await asyncio.gather(*futures)  # raises the delivery error, if any
+    return list(messages)
+
+
+def _replog_produce(bootstrap: str, topic: str, messages: Sequence[Message]) -> list[Message]:
+    return asyncio.run(_replog_produce_async(bootstrap, topic, messages))
+
+
+async def _replog_consume_async(bootstrap: str, topic: str, partitions: int) -> list[Consumed]:
+    from client import Consumer
+
+    async with Consumer(bootstrap, auto_offset_reset="none", client_id="replog-interop") as consumer:
+        tps = [(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        ends = await consumer.end_offsets(tps)
+        records: list[Consumed] = []
+        deadline = time.monotonic() + CLIENT_TIMEOUT_S
+        while any([await consumer.position(tp) < ends[tp] for tp in tps]):
+            assert time.monotonic() < deadline, "replog consumer did not reach the end offsets"
+            for r in await consumer.poll(timeout_ms=500):
+                headers = tuple((k, v if v is not None else b"") for k, v in r.headers)
+                records.append(Consumed(r.partition, r.offset, r.key, r.value, headers, r.timestamp))
+        return records
+
+
+def _replog_consume(bootstrap: str, topic: str, partitions: int) -> list[Consumed]:
+    return asyncio.run(_replog_consume_async(bootstrap, topic, partitions))
+
+
 PRODUCERS: dict[str, Callable[[str, str, Sequence[Message]], list[Message]]] = {
     "kcat": _kcat_produce,
     "confluent": _confluent_produce,
     "kafka_python": _kafka_python_produce,
-    # "replog": _replog_produce,  # replog's own client, once client/ has a producer
+    "replog": _replog_produce,
 }
 CONSUMERS: dict[str, Callable[[str, str, int], list[Consumed]]] = {
     "kcat": _kcat_consume,
     "confluent": _confluent_consume,
     "kafka_python": _kafka_python_consume,
-    # "replog": _replog_consume,  # replog's own client, once client/ has a consumer
+    "replog": _replog_consume,
 }

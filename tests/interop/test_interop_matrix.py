@@ -1,5 +1,5 @@
-"""The interop matrix: kcat, confluent-kafka and kafka-python each produce to one topic of a fresh
-brokerd (acks=all, lz4), then each of them consumes every record of every producer back, keys,
+"""The interop matrix: kcat, confluent-kafka, kafka-python and replog's own client each produce to one
+topic of a fresh brokerd (acks=all, lz4), then each of them consumes every record of every producer back, keys,
 null keys and values, headers (repeated names included) and timestamps included. Finally the broker
 is stopped and its data directory read offline with `brokerctl log dump --json`: every stored
 batch must be lz4 with a valid CRC, and the idempotent producers' batches must carry producer ids.
@@ -8,7 +8,7 @@ Module layout: the `matrix` fixture (module scope) starts the broker and runs th
 `test_producer[...]` reports each producer, `test_consumer_reads_every_record[...]` runs each
 consumer, `test_consumers_agree` compares them, `test_stored_batches` (last: it stops the broker)
 checks the disk. A missing client skips its tests (fails them with REPLOG_REQUIRE_INTEROP=1);
-the others still cover everything they can. replog's own client joins through interop_clients.py.
+the others still cover everything they can. The clients are adapted in interop_clients.py.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ EXPECTED_PRODUCER_ID = {  # producer -> is every batch it wrote idempotent (prod
     "kcat": False,          # librdkafka: enable.idempotence defaults to false
     "confluent": True,      # enable.idempotence=True
     "kafka_python": True,   # idempotent by default
+    "replog": True,         # idempotent by default (acks=all)
 }
 
 
@@ -50,7 +51,8 @@ def messages_for(producer: str) -> list[Message]:
         out = [Message(f"kcat-{i:03d}".encode(), f"kcat value {i:03d}".encode() + FILLER, headers)
                for i in range(PER_PRODUCER)]
         return [*out, Message(b"kcat-tombstone", None, headers)]
-    base = now_ms() - (2 if producer == "confluent" else 1) * HOUR_MS  # producer-chosen CreateTime
+    hours_back = {"confluent": 2, "kafka_python": 1, "replog": 3}[producer]
+    base = now_ms() - hours_back * HOUR_MS  # producer-chosen CreateTime, distinct per producer
     out = []
     for i in range(PER_PRODUCER):
         headers = (("src", producer.encode()), ("idx", str(i).encode()), ("dup", b"first"), ("dup", b"second"))
@@ -218,5 +220,5 @@ def test_stored_batches(matrix: Matrix) -> None:
                 assert (_bytes(record["key"]), _bytes(record["value"])) == (sent.key, sent.value), where
                 assert [(h["key"], _bytes(h["value"])) for h in record["headers"]] == list(sent.headers), where
     assert stored == Counter(expected.keys()), "stored records differ from the records sent"
-    if "confluent" in producer_ids and "kafka_python" in producer_ids:
-        assert not producer_ids["confluent"] & producer_ids["kafka_python"], producer_ids
+    idempotent = [ids for owner, ids in producer_ids.items() if EXPECTED_PRODUCER_ID[owner]]
+    assert all(not a & b for i, a in enumerate(idempotent) for b in idempotent[i + 1:]), producer_ids
