@@ -44,7 +44,7 @@ class TopicInfo:
 
 
 def validate_topic_name(name: str | None) -> None:
-    if not name or not TOPIC_NAME_RE.match(name) or name in (".", ".."):
+    if not name or not TOPIC_NAME_RE.fullmatch(name) or name in (".", ".."):
         raise TopicError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"invalid topic name {name!r}")
 
 
