@@ -31,6 +31,7 @@ from broker.topic_store import LocalTopicStore, TopicError, TopicInfo
 from client.wire.errors import ErrorCode
 from storage import LogConfig
 from storage.compaction import LogCleaner
+from storage.files import FileSystem
 from storage.manager import LogManager
 from storage.producer_state import PRODUCER_ID_EXPIRATION_CHECK_INTERVAL_MS
 
@@ -53,8 +54,9 @@ def now_ms() -> int:
 
 
 class Broker:
-    def __init__(self, config: BrokerConfig) -> None:
+    def __init__(self, config: BrokerConfig, fs: FileSystem | None = None) -> None:
         self.config = config
+        self.fs = fs  # the storage I/O seam; tests pass a FaultyFileSystem
         self.node_id: int = config.node_id
         self.data_dir = os.path.abspath(config.data_dir)
         self.cluster_id = ""
@@ -79,7 +81,8 @@ class Broker:
             self.cluster_id = ensure_identity(self.data_dir, self.node_id)
             self.topics.load()
             self.producer_ids.load()
-            self.logs = LogManager.open(self.data_dir, self.config.log_config(), config_for=self.log_config_for)
+            self.logs = LogManager.open(self.data_dir, self.config.log_config(), fs=self.fs,
+                                        config_for=self.log_config_for)
             self._load_partitions()
             self.server = Server(apis or build_apis(self), max_frame_bytes=self.config.socket_request_max_bytes,
                                  max_connections=self.config.max_connections)

@@ -23,6 +23,11 @@ def topic_metadata(broker: Broker, info: TopicInfo) -> dict[str, Any]:
     partitions = []
     for index in range(info.partitions):
         partition = broker.partitions.get((info.name, index))
+        if partition is not None and partition.log.offline:  # its log dir failed: KAFKA_STORAGE_ERROR
+            partitions.append({"error_code": ErrorCode.KAFKA_STORAGE_ERROR, "partition_index": index,
+                               "leader_id": -1, "leader_epoch": partition.leader_epoch, "replica_nodes": [node],
+                               "isr_nodes": [node], "offline_replicas": [node]})
+            continue
         partitions.append({
             "error_code": 0 if partition is not None else ErrorCode.LEADER_NOT_AVAILABLE,
             "partition_index": index, "leader_id": node if partition is not None else -1,

@@ -241,12 +241,12 @@ def list_offsets(conn: KafkaConnection, topic: str, timestamp: int, partition: i
 class InProcessBroker:
     """A Broker on its own event loop thread; `call(fn, *args)` runs fn(broker, *args) on that loop."""
 
-    def __init__(self, data_dir: str, **settings: str) -> None:
+    def __init__(self, data_dir: str, fs: Any = None, **settings: str) -> None:
         from broker.broker import Broker
         from broker.config import load_config
 
         config = load_config(None, {"log.dirs": data_dir, "listeners": "127.0.0.1:0", **settings})
-        self.broker = Broker(config)
+        self.broker = Broker(config, fs=fs)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="inprocess-broker", daemon=True)
         self.thread.start()
