@@ -69,11 +69,12 @@ class Partition:
             return ErrorCode.FENCED_LEADER_EPOCH
         return ErrorCode.UNKNOWN_LEADER_EPOCH
 
-    def append_as_leader(self, batch: memoryview | bytes, now_ms: int) -> AppendResult:
+    def append_as_leader(self, batch: memoryview | bytes, now_ms: int, *, keys_checked: bool = False) -> AppendResult:
         """Append one validated client batch. Idempotence (sequence/epoch checks, duplicates of the
-        last five batches answered with their original offsets) is the log's producer state."""
+        last five batches answered with their original offsets) is the log's producer state.
+        `keys_checked`: the validation already required keys if the topic is compacted (Log.append)."""
         try:
-            base, last = self.log.append(batch, self.leader_epoch, now_ms)
+            base, last = self.log.append(batch, self.leader_epoch, now_ms, keys_checked=keys_checked)
         except StorageError as exc:
             return AppendResult(exc.error_code, log_start_offset=self.log.log_start_offset, message=str(exc))
         append_time = now_ms if self.log.config.log_append_time else -1

@@ -59,7 +59,8 @@ def handler(broker: Broker) -> Handler:
                 if error:
                     results.append(_error_partition(index, error, f"batch rejected: {ErrorCode(error).name}"))
                     continue
-                result = partition.append_as_leader(records, now_ms)
+                # no await since `config` was read: the validation above checked keys if compacted
+                result = partition.append_as_leader(records, now_ms, keys_checked=True)
                 results.append({"index": index, "error_code": result.error, "base_offset": result.base_offset,
                                 "log_append_time_ms": result.log_append_time_ms,
                                 "log_start_offset": result.log_start_offset, "error_message": result.message})
