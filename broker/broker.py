@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import resource
@@ -47,6 +48,17 @@ FDS_PER_PARTITION = 3  # .log, .index, .timeindex of the active segment
 FD_RESERVE = 64        # listener, data-dir lock, checkpoints being written, logging
 
 TopicPartition = tuple[str, int]
+
+
+def _fsync_all(files: list[Any]) -> None:
+    """Worker-thread fsync of rolled segment files; a file closed meanwhile (retention, compaction,
+    topic deletion) has nothing left to make durable."""
+    for f in files:
+        try:
+            f.fsync()
+        except OSError as exc:
+            if exc.errno != errno.EBADF or not f.closed:
+                raise
 
 
 def now_ms() -> int:
@@ -139,6 +151,7 @@ class Broker:
             if tp in self.partitions:
                 continue
             log_ = self.logs.get_or_create(tp, config)
+            log_.defer_roll_flush = True  # rolled segments are fsynced in a worker thread (_flush_due)
             self.partitions[tp] = Partition(info.name, index, log_, leader_epoch=0)
             # single node: ISR = {self}, so everything in the log is committed (the checkpointed
             # high watermark matters once there are followers)
@@ -211,6 +224,18 @@ class Broker:
     async def _flush_due(self) -> None:
         assert self.logs is not None
         self.logs.flush_due(now_ms())
+        for tp, partition in list(self.partitions.items()):
+            pending = partition.log.pending_roll_flush()
+            if pending is None:
+                continue
+            files, offset = pending
+            try:
+                await asyncio.to_thread(_fsync_all, files)
+            except OSError as exc:
+                partition.log.offline = True
+                self.logs.mark_offline(tp, f"fsync of a rolled segment failed: {exc}")
+                continue
+            partition.log.complete_roll_flush(offset)
 
     async def _checkpoint_recovery_points(self) -> None:
         assert self.logs is not None

@@ -159,6 +159,9 @@ class Log:
         self.producer_state_config = ProducerStateConfig(producer_id_expiration_ms=config.producer_id_expiration_ms)
         self.producer_state = ProducerStateManager(0, self.producer_state_config)
         self.offline = False
+        self.defer_roll_flush = False  # True: rolled segments are fsynced by the owner, off its event loop
+        self._roll_flush_pending: list[LogSegment] = []
+        self._roll_flush_offset = 0
         self._unflushed_messages = 0
         self._last_flush_ms = _now_ms()
         self.truncated_bytes_on_open = 0
@@ -450,7 +453,12 @@ class Log:
                 self._roll(self.log_end_offset, _now_ms() if now_ms is None else now_ms)
 
     def _roll(self, base_offset: int, now_ms: int) -> None:
-        self._flush_all(now_ms)  # fsync the segment being closed: the recovery point moves past it
+        if self.defer_roll_flush:  # the owner fsyncs it off its event loop (pending_roll_flush)
+            first = max(0, bisect.bisect_right(self._bases, self.recovery_point) - 1)
+            self._roll_flush_pending = [s for s in self.segments[first:] if s.flushed_size != s.size_bytes]
+            self._roll_flush_offset = base_offset
+        else:
+            self._flush_all(now_ms)  # fsync the segment being closed: the recovery point moves past it
         take_snapshot(self.fs, self.path, self.producer_state)  # replay on open starts here at worst
         self._attach(self._new_segment(base_offset))
         self.fs.fsync_dir(self.path)
@@ -477,7 +485,28 @@ class Log:
             return True
         return False
 
+    def pending_roll_flush(self) -> tuple[list[File], int] | None:
+        """(files of rolled segments still to fsync, the offset that becomes the recovery point once
+        they are durable), or None. With `defer_roll_flush` the broker fsyncs them in a worker thread
+        (a 1 GiB segment's fsync can take hundreds of ms) and then calls `complete_roll_flush`, as
+        Kafka schedules the flush of a rolled segment instead of doing it in the append path."""
+        if not self._roll_flush_pending or self.offline:
+            return None
+        files = [f for s in self._roll_flush_pending
+                 for f in (s.log, s.offset_index._file, s.time_index._file) if not f.closed]
+        return files, self._roll_flush_offset
+
+    def complete_roll_flush(self, offset: int) -> None:
+        """The files from `pending_roll_flush` are fsynced: everything below `offset` is durable."""
+        if self.offline or offset != self._roll_flush_offset:
+            return
+        for segment in self._roll_flush_pending:
+            segment.flushed_size = segment.size_bytes  # rolled segments no longer grow
+        self._roll_flush_pending = []
+        self.recovery_point = max(self.recovery_point, min(offset, self.log_end_offset))
+
     def _flush_all(self, now_ms: int) -> None:
+        self._roll_flush_pending = []
         first = max(0, bisect.bisect_right(self._bases, self.recovery_point) - 1)
         for segment in self.segments[first:]:
             segment.flush()
