@@ -48,10 +48,11 @@ class File:
         self.size = position + len(data)
         return position
 
-    def append_parts(self, parts: list[bytes | bytearray | memoryview]) -> int:
-        """Write the concatenation of `parts` at the end (one pwritev, no copy); return its position."""
+    def append_parts(self, parts: list[bytes | bytearray | memoryview], total: int | None = None) -> int:
+        """Write the concatenation of `parts` (`total` bytes, if the caller knows) at the end, with
+        one pwritev and no copy; return its position."""
         position = self.size
-        total = self._fs._writev(self, parts, position)
+        total = self._fs._writev(self, parts, position, total)
         self.size = position + total
         return position
 
@@ -130,8 +131,10 @@ class FileSystem:
             view = view[written:]
             position += written
 
-    def _writev(self, f: File, parts: list[bytes | bytearray | memoryview], position: int) -> int:
-        total = sum(len(p) for p in parts)
+    def _writev(self, f: File, parts: list[bytes | bytearray | memoryview], position: int,
+                total: int | None = None) -> int:
+        if total is None:
+            total = sum(len(p) for p in parts)
         written = os.pwritev(f._fd, parts, position)
         if written < total:  # rare: finish the tail with plain writes
             self._write(f, b"".join(bytes(p) for p in parts)[written:], position + written)
@@ -235,7 +238,8 @@ class FaultyFileSystem(FileSystem):
             raise OSError(err, os.strerror(err), f.path)
         super()._write(f, data, position)
 
-    def _writev(self, f: File, parts: list[bytes | bytearray | memoryview], position: int) -> int:
+    def _writev(self, f: File, parts: list[bytes | bytearray | memoryview], position: int,
+                total: int | None = None) -> int:
         data = b"".join(bytes(p) for p in parts)
         self._write(f, data, position)
         return len(data)

@@ -85,7 +85,7 @@ class LogSegment:
     def append(self, parts: list[bytes | bytearray | memoryview], size: int, last_offset: int,
                max_timestamp: int) -> int:
         """Append one batch given as byte parts; returns its position. Indexes follow."""
-        position = self.log.append_parts(parts) if len(parts) > 1 else self.log.append(parts[0])
+        position = self.log.append_parts(parts, size) if len(parts) > 1 else self.log.append(parts[0])
         self._after_append(position, size, last_offset, max_timestamp)
         return position
 

@@ -80,8 +80,8 @@ class NullWriteFileSystem(FileSystem):
     def _write(self, f, data, position) -> None:  # type: ignore[no-untyped-def]
         pass
 
-    def _writev(self, f, parts, position) -> int:  # type: ignore[no-untyped-def]
-        return sum(len(p) for p in parts)
+    def _writev(self, f, parts, position, total=None) -> int:  # type: ignore[no-untyped-def]
+        return sum(len(p) for p in parts) if total is None else total
 
 
 def log_append_seconds(tmp_path, batch: bytes, count: int, fs: FileSystem | None = None) -> float:
