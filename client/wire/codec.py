@@ -48,6 +48,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from client.wire.varint import decode_uvarint
+
 __all__ = [
     "ARRAY_LENGTH_MAX", "BYTES_MAX", "COALESCE_COPY_BYTES_MAX", "DEFAULT_LIMITS", "RECORDS_BYTES_MAX",
     "STRING_BYTES_MAX", "TAGGED_FIELDS_MAX", "UVARINT_BYTES_MAX", "UVARLONG_BYTES_MAX", "ZERO_UUID",
@@ -165,27 +167,12 @@ def encode_varlong(value: int) -> bytes:
 
 def read_uvarint(buf: memoryview, pos: int, bytes_max: int = UVARINT_BYTES_MAX) -> tuple[int, int]:
     """Unsigned varint at pos -> (value, next_pos); at most `bytes_max` bytes."""
-    n = len(buf)
-    if pos >= n:
-        raise ProtocolError("truncated uvarint")
-    b = buf[pos]
-    if b < 0x80:
-        return b, pos + 1
-    raw = b & 0x7F
-    shift = 7
-    end = pos + bytes_max
-    pos += 1
-    while True:
-        if pos >= end:
-            raise ProtocolError(f"uvarint longer than {bytes_max} bytes")
-        if pos >= n:
-            raise ProtocolError("truncated uvarint")
-        b = buf[pos]
-        pos += 1
-        raw |= (b & 0x7F) << shift
-        if b < 0x80:
-            return raw, pos
-        shift += 7
+    try:
+        return decode_uvarint(buf, pos, bytes_max)
+    except IndexError:
+        raise ProtocolError("truncated uvarint") from None
+    except ValueError:
+        raise ProtocolError(f"uvarint longer than {bytes_max} bytes") from None
 
 
 def read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
