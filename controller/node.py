@@ -82,7 +82,7 @@ from controller.raft import (
     Snapshot,
 )
 from controller.raft_log import METADATA_SEGMENT_BYTES, DurableRaftStorage
-from controller.transport import RaftTransport, TransportConfig
+from controller.transport import ControllerRequestHandler, RaftTransport, TransportConfig
 from storage.files import FileSystem
 
 _logger = logging.getLogger(__name__)
@@ -186,6 +186,7 @@ class RaftNode:
         self._apply_callback = apply_callback
         self._snapshot_callback = snapshot_callback
         self._snapshot_source = snapshot_source
+        self._request_handler: ControllerRequestHandler | None = None
         self.address: tuple[str, int] | None = None
         self.failure: BaseException | None = None
         self._state = "new"  # new -> running -> stopping -> stopped | killed | failed
@@ -326,7 +327,7 @@ class RaftNode:
                             random.Random(self._rng.getrandbits(64)))
             peers = {v: address for v, address in self.voters.items() if v != self.node_id}
             transport = RaftTransport(self.node_id, peers, self._deliver, cfg.transport,
-                                      random.Random(self._rng.getrandbits(64)))
+                                      random.Random(self._rng.getrandbits(64)), self._request_handler)
             self.address = await transport.start(*self.listen, advertised_host=self.advertised_host)
         except BaseException:
             storage.close()
@@ -403,6 +404,15 @@ class RaftNode:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def attach(self, *, apply_callback: ApplyCallback, snapshot_callback: SnapshotCallback,
+               snapshot_source: SnapshotSource | None = None,
+               request_handler: ControllerRequestHandler | None = None) -> None:
+        """Install the application (controller/service.py) before start(): its callbacks and the
+        handler of ControllerRequest frames on this node's controller listener."""
+        assert self._state == "new", "attach() before start()"
+        self._apply_callback, self._snapshot_callback = apply_callback, snapshot_callback
+        self._snapshot_source, self._request_handler = snapshot_source, request_handler
 
     # -- API -------------------------------------------------------------------------------------------
 

@@ -22,6 +22,12 @@ frame); every request is decoded, handed to the node (`deliver`) and acknowledge
 frame that is too large or does not decode closes that connection (logged); a message for
 another node id is acknowledged with INVALID_REQUEST and dropped.
 
+Controller requests (additive): when a `ControllerRequestHandler` is given, frames of its
+`api_key` (ControllerRequest, 1001: brokers and admin forwarding, controller/controller_rpc.py)
+go to `await handler.handle_request(frame, connection)` and its response frame is written back;
+requests on one connection are handled one at a time, in order. When a connection ends,
+`handler.connection_closed(connection)` is called (the service's connection-drop grace).
+
 Addresses: voters come from the static map; an observer's address is learned from the sender
 address its messages carry (at most `peers_learned_max`, least recently heard evicted), so a
 leader can answer observers it has no configuration for.
@@ -37,9 +43,11 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from client.wire.codec import DecodeLimits, ProtocolError
 from client.wire.framing import FRAME_BYTES_MAX, FrameDecoder
+from controller.controller_rpc import peek_api_key
 from controller.raft.messages import Message
 from controller.rpc import ERROR_INVALID_REQUEST, ERROR_NONE, decode_ack, decode_message, encode_ack, encode_message
 
@@ -67,6 +75,16 @@ class TransportConfig:
         assert self.send_queue_max > 0 and self.inflight_max > 0 and self.request_timeout_ms > 0
         assert 0 < self.reconnect_backoff_min_ms <= self.reconnect_backoff_max_ms
         assert self.max_frame_bytes > 0 and self.connections_max > 0 and self.peers_learned_max >= 0
+
+
+class ControllerRequestHandler(Protocol):
+    """Serves non-Raft requests on the controller listener (controller/service.py)."""
+
+    api_key: int
+
+    async def handle_request(self, frame: bytes, connection: object) -> bytes: ...
+
+    def connection_closed(self, connection: object) -> None: ...
 
 
 class PeerLink:
@@ -211,8 +229,10 @@ class RaftTransport:
     """The controller listener plus the outbound links of one node (see the module docstring)."""
 
     def __init__(self, node_id: int, peers: Mapping[int, tuple[str, int]], deliver: Callable[[Message], None],
-                 config: TransportConfig | None = None, rng: random.Random | None = None) -> None:
+                 config: TransportConfig | None = None, rng: random.Random | None = None,
+                 request_handler: ControllerRequestHandler | None = None) -> None:
         self.node_id = node_id
+        self.request_handler = request_handler
         self.peers = dict(peers)
         self.deliver = deliver
         self.config = config or TransportConfig()
@@ -284,7 +304,11 @@ class RaftTransport:
                 if not data:
                     break
                 for frame in decoder.feed(data):
-                    writer.write(self._receive(frame))
+                    handler = self.request_handler
+                    if handler is not None and peek_api_key(frame) == handler.api_key:
+                        writer.write(await handler.handle_request(bytes(frame), writer))
+                    else:
+                        writer.write(self._receive(frame))
                 if writer.transport.get_write_buffer_size() > self.config.write_high_water_bytes:
                     await writer.drain()
         except ProtocolError as exc:
@@ -300,6 +324,8 @@ class RaftTransport:
             if task is not None:
                 self._conn_tasks.discard(task)
             writer.close()
+            if self.request_handler is not None:
+                self.request_handler.connection_closed(writer)
 
     def _receive(self, frame: bytes | memoryview) -> bytes:
         header, m, address = decode_message(frame, self._limits)

@@ -1,0 +1,553 @@
+"""ControllerService: the metadata state machine on one controller, and the active controller's writer.
+
+Every controller (leader or not) runs one. It is attached to its `RaftNode` (node.attach):
+
+* `apply_callback(index, data)`: every committed entry is a batch of records (records.encode_batch);
+  the committed image becomes `image.apply_batch(decode_batch(data), index)`. NOOP entries are not
+  applied (the node skips them), so `image.offset` is the index of the last entry with records.
+* `snapshot_callback` / `snapshot_source`: the Raft snapshot is `image.snapshot()`.
+* the ControllerRequest handler (API key 1001) on the controller listener (controller_rpc.py):
+  non-leaders answer NOT_CONTROLLER with the leader they know.
+
+The active controller (docs/controller.md):
+
+* **Activation.** When its node leads term T and has applied every entry of its log (its own NOOP
+  of term T included, so every entry inherited from earlier terms is committed), it becomes
+  active for T: every registered broker gets a fresh session (now + broker_session_ms) — a
+  failover never fences live brokers. Leadership lost or a new term: deactivated, sessions dropped.
+* **Writes, one at a time** (an asyncio lock): build records from the *pending* image with the
+  `MetadataBuilder`, propose them, await the commit, answer the builder's response. Because a write
+  waits until every entry of its own log is applied before building (a proposal that timed out may
+  still be in flight), the pending image — committed image + this controller's uncommitted
+  entries, as metadata.py's contract requires — is exactly the committed image at that moment;
+  it is rebuilt from the committed image after every leadership change by construction. The cost
+  is one commit round trip per write (~2-5 ms here); pipelining writes would need the proposal
+  index before commit from RaftNode.
+* **Fencing timer** every fence_check_interval_ms: `builder.fence_expired_brokers(now, deadlines)`,
+  one fence record per expired broker; a broker whose controller connection dropped has its
+  deadline cut to now + connection_grace_ms (SessionTracker.connection_dropped), so a dead broker
+  process is fenced within ~300 ms and a live one re-heartbeats on a new connection in time.
+
+Errors: `NotControllerError(leader_id)` (not active, or leadership lost while writing: retry at
+the leader), `ControllerTimeoutError` (the outcome is unknown: retry; register/heartbeat are
+idempotent, a retried create may answer TOPIC_ALREADY_EXISTS). A MetadataInvariantError while
+applying is a bug and stops the node (RaftNode callback failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from client.wire.codec import DecodeLimits
+from client.wire.errors import ErrorCode
+from controller import limits
+from controller.controller_rpc import CONTROLLER_API_KEY, PAYLOAD_BYTES_MAX, decode_request, encode_response
+from controller.metadata import (
+    AlterPartitionItem,
+    AlterPartitionResult,
+    ConfigValidator,
+    ControllerResult,
+    CreateTopic,
+    CreateTopicResult,
+    MetadataBuilder,
+    MetadataImage,
+    PartitionResult,
+    ProducerIdsResult,
+    RegistrationResult,
+    TopicResult,
+)
+from controller.node import (
+    NodeStoppedError,
+    ProposalOutcomeUnknownError,
+    ProposalTimeoutError,
+    ProposalTooLargeError,
+    RaftNode,
+)
+from controller.raft import NotLeaderError, ProposalDroppedError
+from controller.records import Listener, Record, decode_batch, encode_batch, encode_record
+from controller.session import ControllerTimings, SessionTracker
+
+_logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ENTRY_BYTES_TARGET = 1 << 20          # records of one write are grouped into entries of about this size
+WRITE_WAIT_APPLIED_S = 2.0            # a write waits this long for its own in-flight entries to apply
+DEFAULT_LISTENER_NAME = "PLAINTEXT"
+
+
+def monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class NotControllerError(Exception):
+    """This controller is not (or no longer) the active controller; `leader_id` is the one it knows."""
+
+    def __init__(self, leader_id: int | None) -> None:
+        super().__init__(f"not the active controller (leader {leader_id})")
+        self.leader_id = leader_id
+
+
+class ControllerTimeoutError(Exception):
+    """The write was not committed in time; it may still commit (retry, the operations are idempotent)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReply:
+    error: ErrorCode
+    is_caught_up: bool = False
+    is_fenced: bool = True
+    should_shut_down: bool = False
+    lease_ms: int = 0       # the broker may lead until (send time of this heartbeat) + lease_ms; 0: no lease
+
+
+class ControllerService:
+    """See the module docstring. `clock()` returns monotonic milliseconds."""
+
+    api_key = CONTROLLER_API_KEY
+
+    def __init__(self, node: RaftNode, builder: MetadataBuilder, clock: Callable[[], int] = monotonic_ms,
+                 timings: ControllerTimings | None = None, *, validate_config: ConfigValidator | None = None) -> None:
+        self.timings = timings or ControllerTimings()
+        node_election_ms = node.config.tick_ms * node.config.election_timeout_ticks
+        assert 2 * node_election_ms <= self.timings.controller_fetch_timeout_ms, \
+            "the node's election timeout must fit the controller fetch timeout (session.py)"
+        if validate_config is not None:
+            builder.validate_config = validate_config
+        self.node = node
+        self.builder = builder
+        self.clock = clock
+        self.image = MetadataImage()
+        self.sessions = SessionTracker(self.timings)
+        self.activations = 0
+        self.fenced_by_timer: list[int] = []
+        self._active_term: int | None = None
+        self._lock = asyncio.Lock()
+        self._broker_connections: dict[int, object] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._limits = DecodeLimits(bytes_max=PAYLOAD_BYTES_MAX + 4096)
+        node.attach(apply_callback=self._apply, snapshot_callback=self._restore,
+                    snapshot_source=self.image_snapshot, request_handler=self)
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> ControllerService:
+        if self.node.state == "new":
+            await self.node.start()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"controller-{self.node.node_id}")
+        return self
+
+    async def stop(self) -> None:
+        await self._end()
+        await self.node.stop()
+
+    async def kill(self) -> None:
+        await self._end()
+        await self.node.kill()
+
+    async def _end(self) -> None:
+        self._deactivate()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    @property
+    def is_active(self) -> bool:
+        node = self.node
+        return self._active_term is not None and node.is_leader and node.term == self._active_term
+
+    # -- the state machine (driver task) ---------------------------------------------------------------
+
+    def _apply(self, index: int, data: bytes) -> None:
+        self.image = self.image.apply_batch(decode_batch(data), index)
+
+    def _restore(self, index: int, data: bytes) -> None:
+        self.image = MetadataImage.from_snapshot(data)
+        assert self.image.offset <= index, f"snapshot image offset {self.image.offset} above its index {index}"
+
+    def image_snapshot(self) -> bytes:
+        return self.image.snapshot()
+
+    # -- activation and the fencing timer -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        interval_s = self.timings.fence_check_interval_ms / 1000
+        while self.node.running:
+            changed = self.node.changed
+            self._update_role()
+            if self.is_active and self._any_expired():
+                await self._fence_expired()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), interval_s)
+        self._deactivate()
+
+    def _update_role(self) -> None:
+        node = self.node
+        if node.is_leader:
+            if self._active_term != node.term:
+                self._deactivate()
+                if node.applied_index >= node.last_index:
+                    self._activate(node.term)
+        elif self._active_term is not None:
+            self._deactivate()
+
+    def _activate(self, term: int) -> None:
+        self._active_term = term
+        self.activations += 1
+        self._broker_connections.clear()
+        self.sessions.start_fresh(self.image.brokers, self.clock())
+        _logger.info("controller %d active in term %d (image offset %d, %d brokers get fresh sessions)",
+                     self.node.node_id, term, self.image.offset, len(self.image.brokers))
+
+    def _deactivate(self) -> None:
+        if self._active_term is not None:
+            _logger.info("controller %d no longer active (term %d)", self.node.node_id, self._active_term)
+        self._active_term = None
+        self.sessions.clear()
+        self._broker_connections.clear()
+
+    def _any_expired(self) -> bool:
+        now = self.clock()
+        brokers = self.image.brokers
+        return any(deadline <= now and b in brokers and not brokers[b].fenced
+                   for b, deadline in self.sessions.deadlines.items())
+
+    async def _fence_expired(self) -> None:
+        with contextlib.suppress(NotControllerError, ControllerTimeoutError):
+            result = await self._write(lambda image: self.builder.fence_expired_brokers(
+                image, self.clock(), self.sessions.deadlines))
+            if result:
+                _logger.info("controller %d fenced brokers %s (session expired)", self.node.node_id, result)
+                self.fenced_by_timer.extend(result)
+
+    def connection_closed(self, connection: object) -> None:
+        """The listener lost a connection: brokers that heartbeated on it get the short grace."""
+        if not self.is_active:
+            return
+        now = self.clock()
+        for broker_id, conn in list(self._broker_connections.items()):
+            if conn is connection:
+                del self._broker_connections[broker_id]
+                self.sessions.connection_dropped(broker_id, now)
+
+    # -- the write path --------------------------------------------------------------------------------
+
+    def _require_active(self) -> int:
+        if not self.is_active:
+            node = self.node
+            raise NotControllerError(node.leader_id if node.running else None)
+        assert self._active_term is not None
+        return self._active_term
+
+    async def _write(self, build: Callable[[MetadataImage], ControllerResult[T]],
+                     on_built: Callable[[ControllerResult[T]], None] | None = None) -> T:
+        self._require_active()
+        async with self._lock:
+            term = self._require_active()
+            node = self.node
+            if node.applied_index < node.last_index:  # an entry of ours is still in flight (a timed-out write)
+                try:
+                    await node.wait_for(lambda: node.applied_index >= node.last_index or node.term != term
+                                        or not node.is_leader, WRITE_WAIT_APPLIED_S)
+                except TimeoutError:
+                    raise ControllerTimeoutError("own entries not applied in time") from None
+                self._require_active()
+            result = build(self.image)   # the pending image: nothing of ours is uncommitted now
+            if on_built is not None:
+                on_built(result)
+            for data in _entries(result.records):
+                await self._propose(data)
+            return result.response
+
+    async def _propose(self, data: bytes) -> None:
+        try:
+            await self.node.propose(data)
+        except NotLeaderError as exc:
+            raise NotControllerError(exc.leader_id) from exc
+        except (ProposalDroppedError, NodeStoppedError) as exc:
+            raise NotControllerError(self.node.leader_id if self.node.running else None) from exc
+        except (ProposalTimeoutError, ProposalOutcomeUnknownError) as exc:
+            raise ControllerTimeoutError(str(exc)) from exc
+        except ProposalTooLargeError as exc:  # _entries keeps entries below the frame; a record cannot exceed it
+            raise AssertionError(f"entry too large: {exc}") from exc
+
+    # -- operations --------------------------------------------------------------------------------------
+
+    async def create_topics(self, topics: Sequence[CreateTopic],
+                            validate_only: bool = False) -> list[CreateTopicResult]:
+        return await self._write(lambda image: self.builder.create_topics(image, topics, validate_only))
+
+    async def delete_topics(self, names: Sequence[str] = (), topic_ids: Sequence[bytes] = ()) -> list[TopicResult]:
+        return await self._write(lambda image: self.builder.delete_topics(image, names, topic_ids))
+
+    async def alter_configs(self, changes: Mapping[str, Mapping[str, str | None]],
+                            validate_only: bool = False) -> list[TopicResult]:
+        return await self._write(lambda image: self.builder.alter_configs(image, changes, validate_only))
+
+    async def register_broker(self, broker_id: int, incarnation_id: bytes, host: str, port: int,
+                              rack: str | None = None, *, listeners: Sequence[Listener] | None = None,
+                              connection: object | None = None) -> RegistrationResult:
+        listeners = tuple(listeners) if listeners is not None else (Listener(DEFAULT_LISTENER_NAME, host, port),)
+        now = self.clock()
+
+        def built(result: ControllerResult[RegistrationResult]) -> None:
+            if result.response.error is ErrorCode.NONE:
+                self._touch(broker_id, now, connection)
+
+        return await self._write(lambda image: self.builder.register_broker(
+            image, broker_id, incarnation_id, listeners, rack,
+            previous_session_alive=self.sessions.alive(broker_id, now)), built)
+
+    async def heartbeat(self, broker_id: int, broker_epoch: int, metadata_offset: int, want_fence: bool = False,
+                        want_shutdown: bool = False, *, connection: object | None = None) -> HeartbeatReply:
+        now = self.clock()
+
+        def built(result: ControllerResult[Any]) -> None:
+            if result.response.error is ErrorCode.NONE:
+                self._touch(broker_id, now, connection)
+
+        r = await self._write(lambda image: self.builder.heartbeat(
+            image, broker_id, broker_epoch, metadata_offset, want_fence, want_shutdown), built)
+        lease_ms = self.timings.broker_lease_ms if r.error is ErrorCode.NONE and not r.is_fenced else 0
+        return HeartbeatReply(r.error, r.is_caught_up, r.is_fenced, r.should_shut_down, lease_ms)
+
+    async def alter_partition(self, broker_id: int, broker_epoch: int,
+                              items: Sequence[AlterPartitionItem]) -> AlterPartitionResult:
+        return await self._write(lambda image: self.builder.alter_partition(image, broker_id, broker_epoch, items))
+
+    async def allocate_producer_ids(self, broker_id: int, broker_epoch: int) -> ProducerIdsResult:
+        return await self._write(lambda image: self.builder.allocate_producer_ids(image, broker_id, broker_epoch))
+
+    async def elect_preferred_leaders(self, partitions: Iterable[tuple[bytes, int]] | None = None
+                                      ) -> list[PartitionResult]:
+        chosen = None if partitions is None else list(partitions)
+        return await self._write(lambda image: self.builder.elect_preferred_leaders(image, chosen))
+
+    def _touch(self, broker_id: int, now_ms: int, connection: object | None) -> None:
+        self.sessions.touch(broker_id, now_ms)
+        if connection is not None:
+            self._broker_connections[broker_id] = connection
+
+    # -- RPC (ControllerRequest, API key 1001) -------------------------------------------------------------
+
+    async def handle_request(self, frame: bytes, connection: object) -> bytes:
+        """One ControllerRequest frame -> its response frame. A malformed frame raises ProtocolError
+        (the listener closes the connection); malformed arguments get INVALID_REQUEST."""
+        header, op, payload = decode_request(frame, self._limits)
+        cid = header.correlation_id
+        handler = _OPS.get(op)
+        if handler is None or not isinstance(payload, dict):
+            return encode_response(cid, ErrorCode.INVALID_REQUEST, None, {"message": f"unknown op {op!r}"})
+        try:
+            call = handler(self, payload, connection)
+        except (ValueError, TypeError, KeyError) as exc:
+            return encode_response(cid, ErrorCode.INVALID_REQUEST, None, {"message": str(exc)})
+        try:
+            result = await call
+        except NotControllerError as exc:
+            return encode_response(cid, ErrorCode.NOT_CONTROLLER, exc.leader_id)
+        except ControllerTimeoutError as exc:
+            return encode_response(cid, ErrorCode.REQUEST_TIMED_OUT, None, {"message": str(exc)})
+        return encode_response(cid, ErrorCode.NONE, self.node.node_id, result)
+
+
+# --- argument parsing and result encoding for the RPC (payload shapes: docs/controller.md) ------------
+
+_MISSING = object()
+
+
+def _int(p: Mapping[str, Any], name: str, lo: int = -limits.INT64_MAX - 1, hi: int = limits.INT64_MAX,
+         default: Any = _MISSING) -> int:
+    value = p.get(name, default)
+    if value is _MISSING:
+        raise KeyError(f"missing {name}")
+    if type(value) is not int or not lo <= value <= hi:
+        raise ValueError(f"{name}: {value!r} is not an integer in [{lo}, {hi}]")
+    return value
+
+
+def _bool(p: Mapping[str, Any], name: str, default: bool = False) -> bool:
+    value = p.get(name, default)
+    if type(value) is not bool:
+        raise ValueError(f"{name}: not a boolean")
+    return value
+
+
+def _str(p: Mapping[str, Any], name: str, nullable: bool = False, default: Any = _MISSING) -> Any:
+    value = p.get(name, default)
+    if value is _MISSING:
+        raise KeyError(f"missing {name}")
+    if (value is None and nullable) or isinstance(value, str):
+        return value
+    raise ValueError(f"{name}: not a string")
+
+
+def _list(p: Mapping[str, Any], name: str, bound: int, default: Any = _MISSING) -> list[Any]:
+    value = p.get(name, default)
+    if value is _MISSING:
+        raise KeyError(f"missing {name}")
+    if not isinstance(value, list) or len(value) > bound:
+        raise ValueError(f"{name}: not a list of at most {bound}")
+    return value
+
+
+def _uuid(value: Any) -> bytes:
+    if not isinstance(value, str) or len(value) != 32:
+        raise ValueError(f"not a 32-digit hex uuid: {value!r}")
+    return bytes.fromhex(value)
+
+
+def _hex(value: bytes | None) -> str | None:
+    return None if value is None else value.hex()
+
+
+def _configs(raw: Any, nullable: bool) -> dict[str, str | None]:
+    if not isinstance(raw, dict) or len(raw) > limits.TOPIC_CONFIGS_MAX:
+        raise ValueError("configs: not an object of at most TOPIC_CONFIGS_MAX entries")
+    for v in raw.values():
+        if not (isinstance(v, str) or (nullable and v is None)):
+            raise ValueError("configs: values must be strings")
+    return raw
+
+
+def _partition_result(r: PartitionResult) -> dict[str, Any]:
+    return {"topic_id": r.topic_id.hex(), "partition": r.partition, "error_code": int(r.error), "leader": r.leader,
+            "leader_epoch": r.leader_epoch, "isr": list(r.isr), "partition_epoch": r.partition_epoch}
+
+
+def _topic_result(r: TopicResult) -> dict[str, Any]:
+    return {"name": r.name, "topic_id": _hex(r.topic_id), "error_code": int(r.error), "message": r.message}
+
+
+def _op_register_call(s: ControllerService, p: Mapping[str, Any], conn: object) -> Awaitable[dict[str, Any]]:
+    broker_id = _int(p, "broker_id", 0, limits.BROKER_ID_MAX)
+    incarnation = _uuid(p.get("incarnation_id"))
+    listeners = [Listener(_str(x, "name"), _str(x, "host"), _int(x, "port", 0, 65535))
+                 for x in _list(p, "listeners", 16)]
+    rack = _str(p, "rack", nullable=True, default=None)
+    if not listeners:
+        raise ValueError("at least one listener")
+
+    async def call() -> dict[str, Any]:
+        r = await s.register_broker(broker_id, incarnation, listeners[0].host, listeners[0].port, rack,
+                                    listeners=listeners, connection=conn)
+        return {"error_code": int(r.error), "broker_epoch": r.broker_epoch, "message": r.message}
+    return call()
+
+
+def _op_heartbeat(s: ControllerService, p: Mapping[str, Any], conn: object) -> Awaitable[dict[str, Any]]:
+    args = (_int(p, "broker_id", 0, limits.BROKER_ID_MAX), _int(p, "broker_epoch", -1),
+            _int(p, "metadata_offset", -1), _bool(p, "want_fence"), _bool(p, "want_shutdown"))
+
+    async def call() -> dict[str, Any]:
+        r = await s.heartbeat(*args, connection=conn)
+        return {"error_code": int(r.error), "is_caught_up": r.is_caught_up, "is_fenced": r.is_fenced,
+                "should_shut_down": r.should_shut_down, "lease_ms": r.lease_ms}
+    return call()
+
+
+def _op_create_topics(s: ControllerService, p: Mapping[str, Any], conn: object) -> Awaitable[dict[str, Any]]:
+    topics = [CreateTopic(_str(t, "name"), _int(t, "num_partitions", -1, limits.PARTITIONS_PER_TOPIC_MAX, -1),
+                          _int(t, "replication_factor", -1, limits.REPLICATION_FACTOR_MAX, -1),
+                          _configs(t.get("configs", {}), nullable=False))  # type: ignore[arg-type]
+              for t in _list(p, "topics", limits.TOPICS_MAX)]
+    validate_only = _bool(p, "validate_only")
+
+    async def call() -> dict[str, Any]:
+        results = await s.create_topics(topics, validate_only)
+        return {"topics": [{"name": r.name, "error_code": int(r.error), "message": r.message,
+                            "topic_id": _hex(r.topic_id), "num_partitions": r.num_partitions,
+                            "replication_factor": r.replication_factor, "configs": dict(r.configs)}
+                           for r in results]}
+    return call()
+
+
+def _op_delete_topics(s: ControllerService, p: Mapping[str, Any], conn: object) -> Awaitable[dict[str, Any]]:
+    names = [_str({"name": n}, "name") for n in _list(p, "names", limits.TOPICS_MAX, [])]
+    ids = [_uuid(t) for t in _list(p, "topic_ids", limits.TOPICS_MAX, [])]
+
+    async def call() -> dict[str, Any]:
+        return {"topics": [_topic_result(r) for r in await s.delete_topics(names, ids)]}
+    return call()
+
+
+def _op_alter_configs(s: ControllerService, p: Mapping[str, Any], conn: object) -> Awaitable[dict[str, Any]]:
+    raw = p.get("changes")
+    if not isinstance(raw, dict) or len(raw) > limits.TOPICS_MAX:
+        raise ValueError("changes: not an object {topic: {config: value or null}}")
+    changes = {name: _configs(c, nullable=True) for name, c in raw.items()}
+    validate_only = _bool(p, "validate_only")
+
+    async def call() -> dict[str, Any]:
+        return {"topics": [_topic_result(r) for r in await s.alter_configs(changes, validate_only)]}
+    return call()
+
+
+def _op_alter_partition(s: ControllerService, p: Mapping[str, Any], conn: object) -> Awaitable[dict[str, Any]]:
+    broker_id, broker_epoch = _int(p, "broker_id", 0, limits.BROKER_ID_MAX), _int(p, "broker_epoch", -1)
+    items = []
+    for x in _list(p, "partitions", limits.PARTITIONS_MAX):
+        isr = tuple((_int({"b": m[0]}, "b", 0, limits.BROKER_ID_MAX), _int({"e": m[1]}, "e", -1))
+                    for m in _list(x, "new_isr", limits.REPLICATION_FACTOR_MAX))
+        items.append(AlterPartitionItem(_uuid(x.get("topic_id")), _int(x, "partition", 0),
+                                        _int(x, "leader_epoch", -1), _int(x, "partition_epoch", -1), isr))
+
+    async def call() -> dict[str, Any]:
+        r = await s.alter_partition(broker_id, broker_epoch, items)
+        return {"error_code": int(r.error), "partitions": [_partition_result(x) for x in r.partitions]}
+    return call()
+
+
+def _op_allocate_producer_ids(s: ControllerService, p: Mapping[str, Any], conn: object) -> Awaitable[dict[str, Any]]:
+    args = (_int(p, "broker_id", 0, limits.BROKER_ID_MAX), _int(p, "broker_epoch", -1))
+
+    async def call() -> dict[str, Any]:
+        r = await s.allocate_producer_ids(*args)
+        return {"error_code": int(r.error), "first_producer_id": r.first_producer_id, "size": r.size}
+    return call()
+
+
+def _op_elect_preferred(s: ControllerService, p: Mapping[str, Any], conn: object) -> Awaitable[dict[str, Any]]:
+    raw = p.get("partitions")
+    chosen = None if raw is None else [(_uuid(t), _int({"i": i}, "i", 0)) for t, i in
+                                       _list(p, "partitions", limits.PARTITIONS_MAX)]
+
+    async def call() -> dict[str, Any]:
+        return {"partitions": [_partition_result(r) for r in await s.elect_preferred_leaders(chosen)]}
+    return call()
+
+
+_OPS: dict[str, Callable[[ControllerService, Mapping[str, Any], object], Awaitable[dict[str, Any]]]] = {
+    "register_broker": _op_register_call,
+    "heartbeat": _op_heartbeat,
+    "create_topics": _op_create_topics,
+    "delete_topics": _op_delete_topics,
+    "alter_configs": _op_alter_configs,
+    "alter_partition": _op_alter_partition,
+    "allocate_producer_ids": _op_allocate_producer_ids,
+    "elect_preferred_leaders": _op_elect_preferred,
+}
+
+
+def _entries(records: Sequence[Record]) -> list[bytes]:
+    """The records of one write as Raft entry data: consecutive records grouped up to
+    ENTRY_BYTES_TARGET and RECORDS_PER_BATCH_MAX (a single record is at most RECORD_BYTES_MAX)."""
+    out: list[bytes] = []
+    group: list[Record] = []
+    size = 0
+    for record in records:
+        n = len(encode_record(record))
+        if group and (size + n > ENTRY_BYTES_TARGET or len(group) >= limits.RECORDS_PER_BATCH_MAX):
+            out.append(encode_batch(group))
+            group, size = [], 0
+        group.append(record)
+        size += n
+    if group:
+        out.append(encode_batch(group))
+    return out
