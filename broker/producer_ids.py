@@ -35,6 +35,12 @@ class ProducerIdAllocator:
             reserved = int(text)
         self._next = self._block_end = reserved
 
+    def was_issued(self, producer_id: int) -> bool:
+        """True for every id this broker ever handed out (all are below the reserved block end:
+        ids from earlier runs are below the end loaded at start). A producer id outside that range
+        never came from InitProducerId: Produce answers UNKNOWN_PRODUCER_ID."""
+        return FIRST_PRODUCER_ID <= producer_id < self._next
+
     def allocate(self) -> int:
         if self._next >= self._block_end:
             end = self._next + PRODUCER_ID_BLOCK_SIZE

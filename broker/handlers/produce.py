@@ -10,17 +10,19 @@ A failed append under acks=0 closes the connection, as Kafka does: there is no r
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import TYPE_CHECKING, Any
 
 from broker.server import Handler
 from client.wire.errors import ErrorCode
-from client.wire.records import validate_client_batch
+from client.wire.records import PRODUCER_ID_POS, validate_client_batch
 
 if TYPE_CHECKING:
     from broker.broker import Broker
 
 VALID_ACKS = (-1, 0, 1)
+PRODUCER_ID = struct.Struct(">q")
 
 
 def _error_partition(index: int, error: int, message: str | None = None) -> dict[str, Any]:
@@ -58,6 +60,13 @@ def handler(broker: Broker) -> Handler:
                                               require_keys=config.compact)
                 if error:
                     results.append(_error_partition(index, error, f"batch rejected: {ErrorCode(error).name}"))
+                    continue
+                producer_id = PRODUCER_ID.unpack_from(records, PRODUCER_ID_POS)[0]
+                if producer_id >= 0 and not broker.producer_ids.was_issued(producer_id):
+                    # an id no InitProducerId ever returned (ids a partition merely forgot, e.g. expired,
+                    # are accepted as Kafka >= 2.5 does: KIP-360)
+                    results.append(_error_partition(index, ErrorCode.UNKNOWN_PRODUCER_ID,
+                                                    f"producer id {producer_id} was never issued"))
                     continue
                 # no await since `config` was read: the validation above checked keys if compacted
                 result = partition.append_as_leader(records, now_ms, keys_checked=True)

@@ -110,24 +110,30 @@ def test_a_sequence_gap_is_out_of_order(conn: KafkaConnection) -> None:
     assert produce(conn, topic, _idempotent(2, pid, 3, epoch))["base_offset"] == 3  # the right one still goes
 
 
-def test_an_unknown_producer_id_follows_the_documented_rule(conn: KafkaConnection) -> None:
-    """storage/producer_state.py: an unknown producer id starting at a non-zero sequence is accepted
-    (KIP-360) unless `unknown_producer_id_error`, then UNKNOWN_PRODUCER_ID (59). Sequence 0 always goes."""
+def test_a_producer_id_never_issued_is_unknown(conn: KafkaConnection) -> None:
+    """A producer id no InitProducerId returned gets UNKNOWN_PRODUCER_ID (59) and stores nothing."""
     topic = unique_topic("unknown-pid")
     create_topic(conn, topic)
-    stranger = 987_654_321  # never handed out by InitProducerId
-    part = produce(conn, topic, _idempotent(2, stranger, 17))
+    for stranger, sequence in ((987_654_321, 17), (987_654_322, 0)):
+        part = produce(conn, topic, _idempotent(2, stranger, sequence))
+        assert (part["error_code"], part["base_offset"]) == (ErrorCode.UNKNOWN_PRODUCER_ID, -1)
+    assert _log_end(conn, topic) == 0
+
+
+def test_an_issued_producer_id_new_to_a_partition_follows_kip_360(conn: KafkaConnection) -> None:
+    """An issued id that this partition does not know (never written here, or expired) starting at a
+    non-zero sequence is accepted, as Kafka >= 2.5 does (KIP-360), unless
+    ProducerStateConfig.unknown_producer_id_error; from then on its sequence is checked."""
+    topic = unique_topic("new-to-partition")
+    create_topic(conn, topic)
+    pid, epoch = _init_producer_id(conn)
+    part = produce(conn, topic, _idempotent(2, pid, 17, epoch))
     if UNKNOWN_PRODUCER_ID_IS_AN_ERROR:
         assert part["error_code"] == ErrorCode.UNKNOWN_PRODUCER_ID
-        assert _log_end(conn, topic) == 0
-    else:
-        assert (part["error_code"], part["base_offset"]) == (0, 0)
-        # from now on the producer is known: its next sequence is 19
-        assert produce(conn, topic, _idempotent(1, stranger, 20))["error_code"] == \
-            ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
-        assert produce(conn, topic, _idempotent(1, stranger, 19))["error_code"] == 0
-    newcomer = 987_654_322
-    assert produce(conn, topic, _idempotent(1, newcomer, 0))["error_code"] == 0
+        return
+    assert (part["error_code"], part["base_offset"]) == (0, 0)
+    assert produce(conn, topic, _idempotent(1, pid, 20, epoch))["error_code"] == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
+    assert produce(conn, topic, _idempotent(1, pid, 19, epoch))["error_code"] == 0
 
 
 def test_an_older_epoch_is_fenced_and_a_new_epoch_starts_at_0(conn: KafkaConnection) -> None:
@@ -167,4 +173,6 @@ def test_producer_state_survives_a_restart(start_broker, stop: str) -> None:
         assert produce(c, topic, _idempotent(1, pid, 5, epoch))["base_offset"] == 5
         # a new producer id after the restart is never one handed out before it
         assert _init_producer_id(c)[0] != pid
+        # ids issued before the restart stay known, ids never issued stay unknown
+        assert produce(c, topic, _idempotent(1, 987_654_321, 0))["error_code"] == ErrorCode.UNKNOWN_PRODUCER_ID
     helpers.assert_clean_log(broker)
