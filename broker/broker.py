@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from broker import loop_lag
+from broker.cluster import ImageTopicStore, QuorumMetadata
 from broker.config import BrokerConfig
 from broker.identity import DataDirLock, ensure_identity
 from broker.partition import Partition
@@ -54,10 +55,12 @@ def _fsync_all(files: list[Any]) -> None:
     """Worker-thread fsync of rolled segment files; a file closed meanwhile (retention, compaction,
     topic deletion) has nothing left to make durable."""
     for f in files:
+        if f.closed:
+            continue
         try:
             f.fsync()
-        except OSError as exc:
-            if exc.errno != errno.EBADF or not f.closed:
+        except (OSError, ValueError) as exc:  # os.fsync(-1) is a ValueError: closed between check and call
+            if not f.closed or (isinstance(exc, OSError) and exc.errno != errno.EBADF):
                 raise
 
 
@@ -73,7 +76,11 @@ class Broker:
         self.data_dir = os.path.abspath(config.data_dir)
         self.cluster_id = ""
         self.lock = DataDirLock(self.data_dir)
-        self.topics = LocalTopicStore(self.data_dir)
+        self.quorum: QuorumMetadata | None = None
+        self.topics: LocalTopicStore | ImageTopicStore = LocalTopicStore(self.data_dir)
+        if config.metadata_quorum:  # metadata from the Raft quorum (broker/cluster.py)
+            self.quorum = QuorumMetadata(self)
+            self.topics = ImageTopicStore(self.quorum)
         self.producer_ids = ProducerIdAllocator(self.data_dir)
         self.logs: LogManager | None = None
         self.partitions: dict[TopicPartition, Partition] = {}
@@ -92,15 +99,30 @@ class Broker:
         try:
             self.cluster_id = ensure_identity(self.data_dir, self.node_id)
             self.topics.load()
-            self.producer_ids.load()
+            if self.quorum is None:
+                self.producer_ids.load()
             self.logs = LogManager.open(self.data_dir, self.config.log_config(), fs=self.fs,
                                         config_for=self.log_config_for)
-            self._load_partitions()
+            if self.quorum is None:
+                self._load_partitions()
+            else:
+                await self.quorum.start_controller()
             self.server = Server(apis or build_apis(self), max_frame_bytes=self.config.socket_request_max_bytes,
                                  max_connections=self.config.max_connections)
             host, port = self.config.listen.rsplit(":", 1)
             self.host, self.port = await self.server.start(host, int(port))
+            if self.quorum is not None:
+                # served once registered and unfenced: the image then holds our registration
+                await self.quorum.register(*self.advertised_host_port)
+                await self.quorum.migrate_local_metadata()
+                self.quorum.follow()
         except BaseException:
+            if self.server is not None:
+                with contextlib.suppress(Exception):
+                    await self.server.stop()
+            if self.quorum is not None:
+                with contextlib.suppress(Exception):
+                    await self.quorum.stop()
             if self.logs is not None:
                 self.logs.close()
             self.lock.release()
@@ -116,6 +138,8 @@ class Broker:
         self._tasks.clear()
         if self.server is not None:
             await self.server.stop()
+        if self.quorum is not None:
+            await self.quorum.stop()
         if self.logs is not None:
             self.logs.checkpoint_high_watermarks(self.high_watermarks())
             self.logs.close()
@@ -162,6 +186,9 @@ class Broker:
         self._open_partitions(info)
         return info
 
+    def check_fd_budget(self, partitions: int) -> None:
+        self._check_fd_budget(partitions)
+
     def _check_fd_budget(self, partitions: int) -> None:
         """Refuse a topic whose logs would not fit the process's file-descriptor limit: running out
         half-way would leave a topic that cannot be opened, and a broker that cannot restart."""
@@ -190,6 +217,25 @@ class Broker:
         for (topic, _), partition in self.partitions.items():
             if topic == name:
                 partition.log.config = config
+
+    def may_lead(self) -> bool:
+        """Leader-only actions check this: in quorum mode the controller lease must be valid."""
+        return self.quorum is None or self.quorum.may_lead()
+
+    def producer_id_was_issued(self, producer_id: int) -> bool:
+        if self.quorum is not None:  # every block the controller allocated lies below next_producer_id
+            return 0 <= producer_id < self.quorum.image.next_producer_id
+        return self.producer_ids.was_issued(producer_id)
+
+    def not_leader_error(self, topic: str, index: int) -> int:
+        """The error for a partition this broker does not (or may not) lead now."""
+        if self.quorum is None:
+            partition = self.partitions.get((topic, index))
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if partition is None else ErrorCode.NOT_LEADER_OR_FOLLOWER
+        info = self.quorum.image.topic(topic)
+        if info is None or not 0 <= index < info.partition_count:
+            return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        return ErrorCode.NOT_LEADER_OR_FOLLOWER
 
     def high_watermarks(self) -> dict[TopicPartition, int]:
         return {tp: p.high_watermark for tp, p in self.partitions.items()}

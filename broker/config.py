@@ -90,6 +90,40 @@ def _host_port(text: Any) -> str:
     return f"{host}:{int(port)}"
 
 
+ROLES = ("broker", "controller")
+
+
+def _roles(text: Any) -> str:
+    roles = [r.strip() for r in str(text).split(",") if r.strip()]
+    if not roles or any(r not in ROLES for r in roles) or len(set(roles)) != len(roles):
+        raise ValueError(f"expected a comma-separated subset of broker,controller, got {text!r}")
+    return ",".join(r for r in ROLES if r in roles)
+
+
+def parse_voters(text: Any) -> dict[int, tuple[str, int]]:
+    """'1@host:port,2@host:port' -> {1: (host, port), ...}; ValueError naming the bad entry."""
+    voters: dict[int, tuple[str, int]] = {}
+    for item in str(text).split(","):
+        item = item.strip()
+        node, sep, address = item.partition("@")
+        if not sep or not node.strip().isdigit():
+            raise ValueError(f"expected ID@HOST:PORT, got {item!r}")
+        host, port = _host_port(address).rsplit(":", 1)
+        if int(port) == 0:
+            raise ValueError(f"voter {item!r} needs a real port, not 0")
+        if int(node) in voters:
+            raise ValueError(f"voter id {int(node)} given twice")
+        voters[int(node)] = (host, int(port))
+    return voters
+
+
+def _voters(text: Any) -> str:
+    if str(text).strip() == "":
+        return ""
+    parse_voters(text)
+    return ",".join(x.strip() for x in str(text).split(","))
+
+
 @dataclass(frozen=True)
 class Setting:
     kafka_name: str
@@ -107,6 +141,14 @@ BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("log.dirs", "data_dir", _str, "./replog-data", None, "data directory"),
     Setting("listeners", "listen", _host_port, "127.0.0.1:9092", None, "client listener HOST:PORT"),
     Setting("advertised.listeners", "advertised", _str, "", None, "HOST:PORT given to clients (default: listen)"),
+    Setting("process.roles", "roles", _roles, "broker,controller", None,
+            "broker, controller, or both (combined mode)"),
+    Setting("controller.listeners", "controller_listen", _host_port, "127.0.0.1:9093", None,
+            "controller (Raft) listener HOST:PORT"),
+    Setting("controller.quorum.voters", "voters", _voters, "", None,
+            "ID@HOST:PORT,... (default: a one-voter quorum, node.id@controller.listeners)"),
+    Setting("metadata.quorum.enable", "metadata_quorum", _bool, True, None,
+            "metadata from the Raft quorum (false: the single-node topics.json store)"),
     Setting("num.partitions", "num_partitions", _int, 1, 1, "partitions of auto-created topics"),
     Setting("default.replication.factor", "default_replication_factor", _int, 1, 1, ""),
     Setting("auto.create.topics.enable", "auto_create_topics_enable", _bool, True, None, ""),
@@ -170,6 +212,14 @@ class BrokerConfig:
             return self.values[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    @property
+    def voter_map(self) -> dict[int, tuple[str, int]]:
+        """controller.quorum.voters, or the one-voter quorum node.id@controller.listeners."""
+        if self.values["voters"]:
+            return parse_voters(self.values["voters"])
+        host, port = self.values["controller_listen"].rsplit(":", 1)
+        return {self.values["node_id"]: (host, int(port))}
 
     @property
     def advertised_address(self) -> str:
@@ -261,4 +311,19 @@ def load_config(config_file: str | None = None, overrides: Mapping[str, Any] | N
             values["advertised"] = _host_port(values["advertised"])
         except ValueError as exc:
             raise ConfigError(f"invalid advertised.listeners: {exc}") from None
+    _check_quorum(values)
     return BrokerConfig(values)
+
+
+def _check_quorum(values: dict[str, Any]) -> None:
+    voters = parse_voters(values["voters"]) if values["voters"] else {}
+    node_id = values["node_id"]
+    roles = values["roles"].split(",")
+    if not voters:
+        if "controller" not in roles:
+            raise ConfigError("process.roles=broker needs controller.quorum.voters (--voters)")
+        return
+    if "controller" in roles and node_id not in voters:
+        raise ConfigError(f"node {node_id} has the controller role but is not in controller.quorum.voters")
+    if "controller" not in roles and node_id in voters:
+        raise ConfigError(f"node {node_id} is in controller.quorum.voters but lacks the controller role")

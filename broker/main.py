@@ -47,17 +47,28 @@ async def _serve(config: object) -> None:
 @click.option("--data-dir", help="Data directory (log.dirs). Default ./replog-data.")
 @click.option("--listen", help="Client listener HOST:PORT (listeners). Default 127.0.0.1:9092.")
 @click.option("--advertised", help="HOST:PORT given to clients (advertised.listeners). Default: --listen.")
+@click.option("--roles", help="process.roles: broker, controller or broker,controller (default both).")
+@click.option("--controller-listen", help="Controller (Raft) listener HOST:PORT (controller.listeners). "
+              "Default 127.0.0.1:9093.")
+@click.option("--voters", help="Controller quorum ID@HOST:PORT,... (controller.quorum.voters). "
+              "Default: NODE_ID@CONTROLLER_LISTEN, a one-voter quorum.")
+@click.option("--quorum/--no-quorum", "quorum", default=None,
+              help="Metadata from the Raft quorum (default), or the single-node topics.json store "
+              "(metadata.quorum.enable).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Any broker config, Kafka name.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def main(config_file: str | None, node_id: int | None, data_dir: str | None, listen: str | None,
-         advertised: str | None, settings: tuple[str, ...], log_level: str) -> None:
+         advertised: str | None, roles: str | None, controller_listen: str | None, voters: str | None,
+         quorum: bool | None, settings: tuple[str, ...], log_level: str) -> None:
     """Start a replog broker (single node by default)."""
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides: dict[str, object] = {}
     for flag, key in ((node_id, "node.id"), (data_dir, "log.dirs"), (listen, "listeners"),
-                      (advertised, "advertised.listeners")):
+                      (advertised, "advertised.listeners"), (roles, "process.roles"),
+                      (controller_listen, "controller.listeners"), (voters, "controller.quorum.voters"),
+                      (quorum, "metadata.quorum.enable")):
         if flag is not None:
             overrides[key] = flag
     for item in settings:

@@ -215,3 +215,8 @@ class ControllerClient:
                                       deadline_s: float | None = None) -> dict[str, Any]:
         raw = None if partitions is None else [[t.hex(), i] for t, i in partitions]
         return await self.call("elect_preferred_leaders", {"partitions": raw}, deadline_s)
+
+    async def describe_quorum(self, deadline_s: float | None = None) -> dict[str, Any]:
+        """{leader, epoch, high_watermark, voters: [{id, log_end_offset, lag}], brokers: [{id, host, port,
+        fenced, leaders}]} from the active controller."""
+        return await self.call("describe_quorum", {}, deadline_s)

@@ -127,6 +127,8 @@ class ControllerService:
         self.activations = 0
         self.fenced_by_timer: list[int] = []
         self._active_term: int | None = None
+        self._local_broker: int | None = None
+        self._local_broker_id: int | None = None
         self._lock = asyncio.Lock()
         self._broker_connections: dict[int, object] = {}
         self._task: asyncio.Task[None] | None = None
@@ -181,6 +183,9 @@ class ControllerService:
         while self.node.running:
             changed = self.node.changed
             self._update_role()
+            local = self._local_broker_id
+            if self.is_active and local is not None and self._local_broker is None and local in self.image.brokers:
+                self.sessions.touch(local, self.clock())
             if self.is_active and self._any_expired():
                 await self._fence_expired()
             with contextlib.suppress(TimeoutError):
@@ -202,8 +207,20 @@ class ControllerService:
         self.activations += 1
         self._broker_connections.clear()
         self.sessions.start_fresh(self.image.brokers, self.clock())
+        if self._local_broker is not None:
+            self.sessions.forget(self._local_broker)
         _logger.info("controller %d active in term %d (image offset %d, %d brokers get fresh sessions)",
                      self.node.node_id, term, self.image.offset, len(self.image.brokers))
+
+    def expect_local_broker(self, broker_id: int) -> None:
+        """Combined mode: the broker of this process has id `broker_id` and has not registered yet.
+        A session this controller would start for it on activation belongs to a dead process (the
+        data directory lock rules out a live one), so it does not block the new incarnation's
+        registration. Once registered, its session on this controller never expires: it lives as
+        long as this process (a stalled loop would otherwise fence the broker on its own controller
+        before its own heartbeat runs)."""
+        self._local_broker = broker_id
+        self._local_broker_id = broker_id
 
     def _deactivate(self) -> None:
         if self._active_term is not None:
@@ -299,6 +316,8 @@ class ControllerService:
         def built(result: ControllerResult[RegistrationResult]) -> None:
             if result.response.error is ErrorCode.NONE:
                 self._touch(broker_id, now, connection)
+                if broker_id == self._local_broker:
+                    self._local_broker = None
 
         return await self._write(lambda image: self.builder.register_broker(
             image, broker_id, incarnation_id, listeners, rack,
@@ -328,6 +347,28 @@ class ControllerService:
                                       ) -> list[PartitionResult]:
         chosen = None if partitions is None else list(partitions)
         return await self._write(lambda image: self.builder.elect_preferred_leaders(image, chosen))
+
+    def describe_quorum(self) -> dict[str, Any]:
+        """The active controller's view (DescribeQuorum-like): leader, epoch, each voter's log end offset
+        and lag behind the leader's, and every registered broker with its address and leaderships."""
+        self._require_active()
+        status = self.node.status()
+        leader_end = status["log_end_offset"]
+        voters = {v["replica_id"]: v["log_end_offset"] for v in status["voters"]}
+        image = self.image
+        counts = image.leader_counts()
+        brokers = []
+        for broker_id in sorted(image.brokers):
+            reg = image.brokers[broker_id]
+            listener = reg.listeners[0] if reg.listeners else None
+            brokers.append({"id": broker_id, "host": listener.host if listener else None,
+                            "port": listener.port if listener else None, "fenced": reg.fenced,
+                            "leaders": counts.get(broker_id, 0)})
+        return {"leader": self.node.node_id, "epoch": status["leader_epoch"],
+                "high_watermark": status["high_watermark"],
+                "voters": [{"id": v, "log_end_offset": voters.get(v, -1),
+                            "lag": leader_end - voters[v] if v in voters else None} for v in sorted(self.node.voters)],
+                "brokers": brokers}
 
     def _touch(self, broker_id: int, now_ms: int, connection: object | None) -> None:
         self.sessions.touch(broker_id, now_ms)
@@ -523,6 +564,12 @@ def _op_elect_preferred(s: ControllerService, p: Mapping[str, Any], conn: object
     return call()
 
 
+def _op_describe_quorum(s: ControllerService, p: Mapping[str, Any], conn: object) -> Awaitable[dict[str, Any]]:
+    async def call() -> dict[str, Any]:
+        return s.describe_quorum()
+    return call()
+
+
 _OPS: dict[str, Callable[[ControllerService, Mapping[str, Any], object], Awaitable[dict[str, Any]]]] = {
     "register_broker": _op_register_call,
     "heartbeat": _op_heartbeat,
@@ -532,6 +579,7 @@ _OPS: dict[str, Callable[[ControllerService, Mapping[str, Any], object], Awaitab
     "alter_partition": _op_alter_partition,
     "allocate_producer_ids": _op_allocate_producer_ids,
     "elect_preferred_leaders": _op_elect_preferred,
+    "describe_quorum": _op_describe_quorum,
 }
 
 

@@ -89,6 +89,9 @@ class SessionTracker:
         """A heartbeat or registration received at now_ms."""
         self._deadlines[broker_id] = now_ms + self.timings.broker_session_ms
 
+    def forget(self, broker_id: int) -> None:
+        self._deadlines.pop(broker_id, None)
+
     def connection_dropped(self, broker_id: int, now_ms: int) -> None:
         """Its controller connection dropped: fence unless it heartbeats again within the grace."""
         if broker_id in self._deadlines:

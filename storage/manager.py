@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 TopicPartition = tuple[str, int]
 
 
+RESERVED_DIR_NAMES = frozenset({"__cluster_metadata-0"})  # the Raft metadata log (broker/cluster.py)
+
+
 def log_dir_name(tp: TopicPartition) -> str:
     return f"{tp[0]}-{tp[1]}"
 
@@ -102,7 +105,7 @@ class LogManager:
                 fs.rmtree(path)
                 continue
             tp = parse_log_dir_name(name)
-            if tp is None or not os.path.isdir(path):
+            if tp is None or name in RESERVED_DIR_NAMES or not os.path.isdir(path):
                 continue
             try:
                 self.logs[tp] = Log.open(

@@ -15,6 +15,9 @@ import time
 from dataclasses import dataclass, field
 
 READY_TIMEOUT_S = 20.0
+# REPLOG_TEST_QUORUM=0 runs every brokerd of the suite with the single-node topics.json store
+# (--no-quorum), =1 with metadata from the Raft quorum (--quorum, the default)
+QUORUM_ARGS = {"0": ["--no-quorum"], "1": ["--quorum"]}.get(os.environ.get("REPLOG_TEST_QUORUM", ""), [])
 STOP_TIMEOUT_S = 20.0
 
 
@@ -32,6 +35,8 @@ class BrokerProcess:
     node_id: int = 1
     proc: subprocess.Popen[bytes] | None = None
     log_path: str = ""
+    controller_port: int = 0
+    _ready_from: int = 0
 
     @property
     def bootstrap(self) -> str:
@@ -43,22 +48,29 @@ class BrokerProcess:
         return self.proc.pid
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> BrokerProcess:
+        self.launch()
+        self.wait_ready(timeout_s)
+        return self
+
+    def launch(self) -> BrokerProcess:
+        """Start the process without waiting (a cluster's nodes are ready only once a quorum runs)."""
         os.makedirs(self.data_dir, exist_ok=True)
         self.log_path = os.path.join(os.path.dirname(self.data_dir.rstrip("/")) or ".",
                                      f"brokerd-{self.node_id}-{self.port}.log")
+        if not self.controller_port:
+            self.controller_port = free_port()
         cmd = [sys.executable, "-m", "broker.main", "--node-id", str(self.node_id), "--data-dir", self.data_dir,
-               "--listen", f"127.0.0.1:{self.port}", *self.extra_args]
+               "--listen", f"127.0.0.1:{self.port}", "--controller-listen", f"127.0.0.1:{self.controller_port}",
+               *QUORUM_ARGS, *self.extra_args]
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self._ready_from = log_file.tell()
         self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log_file.close()
-        self._wait_ready(timeout_s)
         return self
 
-    def _wait_ready(self, timeout_s: float) -> None:
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout_s
-        with open(self.log_path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            start = f.tell()
+        start = self._ready_from
         while time.monotonic() < deadline:
             assert self.proc is not None
             with open(self.log_path, "rb") as f:

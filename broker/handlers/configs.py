@@ -65,7 +65,7 @@ def describe_configs_handler(broker: Broker) -> Handler:
     return handle
 
 
-def _alter(broker: Broker, resource: dict[str, Any], validate_only: bool) -> tuple[int, str | None]:
+async def _alter(broker: Broker, resource: dict[str, Any], validate_only: bool) -> tuple[int, str | None]:
     kind, name = resource["resource_type"], resource["resource_name"]
     if kind != RESOURCE_TOPIC:
         return ErrorCode.INVALID_REQUEST, "only topic configs can be altered"
@@ -86,6 +86,8 @@ def _alter(broker: Broker, resource: dict[str, Any], validate_only: bool) -> tup
                 return ErrorCode.INVALID_REQUEST, f"config operation {op} is not supported"
     except ConfigError as exc:
         return ErrorCode.INVALID_CONFIG, str(exc)
+    if broker.quorum is not None:
+        return await broker.quorum.alter_configs(name, changes, validate_only)
     if not validate_only:
         broker.topics.alter_configs(name, changes)
         broker.reconfigure_topic(name)
@@ -96,7 +98,7 @@ def incremental_alter_configs_handler(broker: Broker) -> Handler:
     async def handle(conn: Any, header: Any, body: dict[str, Any]) -> dict[str, Any]:
         responses = []
         for resource in body["resources"]:
-            error, message = _alter(broker, resource, body.get("validate_only", False))
+            error, message = await _alter(broker, resource, body.get("validate_only", False))
             responses.append({"error_code": error, "error_message": clip_message(message),
                               "resource_type": resource["resource_type"], "resource_name": resource["resource_name"]})
         return {"throttle_time_ms": 0, "responses": responses}

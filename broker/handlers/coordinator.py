@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.server import Handler
 from client.wire.errors import ErrorCode
+from controller.controller_client import ControllerError, ControllerUnavailableError
 
 if TYPE_CHECKING:
     from broker.broker import Broker
@@ -36,6 +37,13 @@ def init_producer_id_handler(broker: Broker) -> Handler:
         if body.get("transactional_id") is not None:
             return {"throttle_time_ms": 0, "error_code": ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
                     "producer_id": -1, "producer_epoch": -1}
-        return {"throttle_time_ms": 0, "error_code": 0, "producer_id": broker.producer_ids.allocate(),
-                "producer_epoch": 0}
+        if broker.quorum is not None:  # blocks allocated by the controller (KIP-730)
+            try:
+                producer_id = await broker.quorum.allocate_producer_id()
+            except (ControllerError, ControllerUnavailableError):
+                return {"throttle_time_ms": 0, "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
+                        "producer_id": -1, "producer_epoch": -1}
+        else:
+            producer_id = broker.producer_ids.allocate()
+        return {"throttle_time_ms": 0, "error_code": 0, "producer_id": producer_id, "producer_epoch": 0}
     return handle

@@ -62,7 +62,7 @@ def _read_all(broker: Broker, body: dict[str, Any], version: int) -> tuple[list[
             index = request["partition"]
             partition = broker.partitions.get((name, index))
             if partition is None:
-                parts.append(_partition_error(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                parts.append(_partition_error(index, broker.not_leader_error(name, index)))
                 continue
             epoch_error = partition.check_leader_epoch(request.get("current_leader_epoch", -1))
             if epoch_error:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from broker.server import Handler
-from client.wire.errors import ErrorCode
 from storage.errors import StorageError
 
 if TYPE_CHECKING:
@@ -32,7 +31,7 @@ def list_offsets_handler(broker: Broker) -> Handler:
                 out = {"partition_index": index, "error_code": 0, "timestamp": -1, "offset": -1, "leader_epoch": -1}
                 partition = broker.partitions.get((topic["name"], index))
                 if partition is None:
-                    out["error_code"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                    out["error_code"] = broker.not_leader_error(topic["name"], index)
                 elif error := partition.check_leader_epoch(request.get("current_leader_epoch", -1)):
                     out["error_code"] = error
                 else:
@@ -67,7 +66,7 @@ def offset_for_leader_epoch_handler(broker: Broker) -> Handler:
                 out = {"error_code": 0, "partition": index, "leader_epoch": -1, "end_offset": -1}
                 partition = broker.partitions.get((topic["topic"], index))
                 if partition is None:
-                    out["error_code"] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                    out["error_code"] = broker.not_leader_error(topic["topic"], index)
                 elif error := partition.check_leader_epoch(request.get("current_leader_epoch", -1)):
                     out["error_code"] = error
                 else:

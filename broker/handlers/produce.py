@@ -33,6 +33,7 @@ def _error_partition(index: int, error: int, message: str | None = None) -> dict
 def handler(broker: Broker) -> Handler:
     async def handle(conn: Any, header: Any, body: dict[str, Any]) -> dict[str, Any] | None:
         version = header.api_version
+        quorum = broker.quorum
         acks = body["acks"]
         now_ms = int(time.time() * 1000)
         responses = []
@@ -48,8 +49,12 @@ def handler(broker: Broker) -> Handler:
                     results.append(_error_partition(index, ErrorCode.INVALID_REQUIRED_ACKS))
                     continue
                 partition = broker.partitions.get((name, index))
-                if partition is None:
-                    results.append(_error_partition(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                if partition is None or not broker.may_lead():
+                    results.append(_error_partition(index, broker.not_leader_error(name, index)))
+                    continue
+                if quorum is not None and quorum.replication_factor(name) > 1:
+                    results.append(_error_partition(index, ErrorCode.NOT_ENOUGH_REPLICAS,
+                                                    "replication is not implemented yet"))
                     continue
                 records = part["records"]
                 if records is None or len(records) == 0:
@@ -62,7 +67,7 @@ def handler(broker: Broker) -> Handler:
                     results.append(_error_partition(index, error, f"batch rejected: {ErrorCode(error).name}"))
                     continue
                 producer_id = PRODUCER_ID.unpack_from(records, PRODUCER_ID_POS)[0]
-                if producer_id >= 0 and not broker.producer_ids.was_issued(producer_id):
+                if producer_id >= 0 and not broker.producer_id_was_issued(producer_id):
                     # an id no InitProducerId ever returned (ids a partition merely forgot, e.g. expired,
                     # are accepted as Kafka >= 2.5 does: KIP-360)
                     results.append(_error_partition(index, ErrorCode.UNKNOWN_PRODUCER_ID,

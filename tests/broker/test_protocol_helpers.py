@@ -245,7 +245,8 @@ class InProcessBroker:
         from broker.broker import Broker
         from broker.config import load_config
 
-        config = load_config(None, {"log.dirs": data_dir, "listeners": "127.0.0.1:0", **settings})
+        config = load_config(None, {"log.dirs": data_dir, "listeners": "127.0.0.1:0",
+                                    "controller.listeners": "127.0.0.1:0", **settings})
         self.broker = Broker(config, fs=fs)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="inprocess-broker", daemon=True)

@@ -1,0 +1,202 @@
+"""Three combined brokerd processes (`--quorum --voters 1@..,2@..,3@..`) on free ports: controller
+election, topics created through any node and seen by all, failover of the active controller,
+leader movement when a broker dies, and a paused leader that lost its lease.
+
+Real processes; the fixture always stops them. Figures are printed (`-s`) over a few trials.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "broker"))
+
+from clusterproc import Cluster
+from test_protocol_helpers import (
+    API_CREATE_TOPICS,
+    API_METADATA,
+    API_PRODUCE,
+    PRODUCE_V,
+    KafkaConnection,
+    batch,
+    produce,
+    produce_body,
+    unique_topic,
+)
+
+from client.wire.errors import ErrorCode
+
+CREATE_TOPICS_V = 4
+METADATA_V = 8
+FAILOVER_TRIALS = 3
+
+
+@pytest.fixture
+def cluster(tmp_path) -> Iterator[Cluster]:
+    c = Cluster(str(tmp_path), nodes=3)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def metadata(bootstrap: str, topics: list[str] | None = None) -> dict[str, Any]:
+    with KafkaConnection(bootstrap, timeout_s=10) as conn:
+        body = {"topics": None if topics is None else [{"name": t} for t in topics],
+                "allow_auto_topic_creation": False, "include_cluster_authorized_operations": False,
+                "include_topic_authorized_operations": False}
+        return conn.request(API_METADATA, METADATA_V, body)
+
+
+def create(bootstrap: str, name: str, partitions: int = 1, rf: int = 1) -> int:
+    with KafkaConnection(bootstrap, timeout_s=15) as conn:
+        body = conn.request(API_CREATE_TOPICS, CREATE_TOPICS_V, {"topics": [{
+            "name": name, "num_partitions": partitions, "replication_factor": rf, "assignments": [],
+            "configs": []}], "timeout_ms": 10_000, "validate_only": False})
+    return body["topics"][0]["error_code"]
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str) -> float:
+    start = time.monotonic()
+    while True:
+        try:
+            if predicate():
+                return time.monotonic() - start
+        except OSError:
+            pass
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"{what}: not within {timeout_s} s")
+        time.sleep(0.02)  # poll interval of a condition wait with a deadline
+
+
+def controller_of(cluster: Cluster) -> int:
+    for node_id in cluster.alive():
+        controller = metadata(cluster.bootstrap(node_id))["controller_id"]
+        if controller in cluster.alive():
+            return int(controller)
+    raise AssertionError("no controller known")
+
+
+def leaders(bootstrap: str, topic: str) -> list[int]:
+    (t,) = metadata(bootstrap, [topic])["topics"]
+    assert t["error_code"] == 0, t
+    return [p["leader_id"] for p in sorted(t["partitions"], key=lambda p: p["partition_index"])]
+
+
+def test_a_cluster_elects_a_controller_and_every_broker_sees_every_topic(cluster: Cluster) -> None:
+    body = metadata(cluster.bootstrap(1))
+    assert body["controller_id"] in (1, 2, 3)
+    assert sorted(b["node_id"] for b in body["brokers"]) == [1, 2, 3]
+    assert {(b["host"], b["port"]) for b in body["brokers"]} == {
+        ("127.0.0.1", n.port) for n in cluster.nodes.values()}
+    names = [unique_topic("k") for _ in range(6)]
+    for i, name in enumerate(names):
+        assert create(cluster.bootstrap(i % 3 + 1), name, partitions=3, rf=1 + i % 3) == 0
+    for node_id in (1, 2, 3):
+        def visible(node_id: int = node_id) -> bool:
+            got = {t["name"]: t for t in metadata(cluster.bootstrap(node_id))["topics"]}
+            return all(n in got and len(got[n]["partitions"]) == 3 for n in names)
+        wait_until(visible, 5, f"all topics on broker {node_id}")
+    # RF 1 topics work on whichever broker leads them; RF > 1 waits for replication (next issue)
+    rf1, rf3 = names[0], names[2]
+    for index, leader in enumerate(leaders(cluster.bootstrap(1), rf1)):
+        with KafkaConnection(cluster.bootstrap(leader)) as conn:
+            assert produce(conn, rf1, batch(2), index)["error_code"] == 0
+        other = next(i for i in (1, 2, 3) if i != leader)
+        with KafkaConnection(cluster.bootstrap(other)) as conn:
+            assert produce(conn, rf1, batch(2), index)["error_code"] == ErrorCode.NOT_LEADER_OR_FOLLOWER
+    leader = leaders(cluster.bootstrap(1), rf3)[0]
+    with KafkaConnection(cluster.bootstrap(leader)) as conn:
+        assert produce(conn, rf3, batch(1), 0)["error_code"] == ErrorCode.NOT_ENOUGH_REPLICAS
+
+
+def test_kill_the_active_controller_then_create_through_another_node(cluster: Cluster) -> None:
+    figures = []
+    for _ in range(FAILOVER_TRIALS):
+        victim = controller_of(cluster)
+        via = next(i for i in cluster.alive() if i != victim)
+        cluster.kill(victim)
+        start = time.monotonic()
+        name = unique_topic("failover")
+        while create(cluster.bootstrap(via), name) != 0:
+            assert time.monotonic() - start < 10, "no topic creation within 10 s"
+        figures.append(time.monotonic() - start)
+        for node_id in cluster.alive():
+            wait_until(lambda node_id=node_id, name=name: leaders(cluster.bootstrap(node_id), name) != [],
+                       5, f"topic on broker {node_id}")
+        cluster.restart(victim)
+        wait_until(lambda victim=victim: len(metadata(cluster.bootstrap(victim))["brokers"]) == 3, 5,
+                   "3 live brokers again")
+    print(f"\ncontroller kill -> topic created via another node: "
+          f"{', '.join(f'{f * 1000:.0f}' for f in figures)} ms (median {statistics.median(figures) * 1000:.0f})")
+    assert max(figures) <= 5
+
+
+def test_kill_a_leading_broker_moves_its_leaderships(cluster: Cluster) -> None:
+    figures = []
+    for _ in range(FAILOVER_TRIALS):
+        controller = controller_of(cluster)
+        topic = unique_topic("rf3")
+        assert create(cluster.bootstrap(controller), topic, partitions=6, rf=3) == 0
+        before = leaders(cluster.bootstrap(controller), topic)
+        victim = next(i for i in before if i != controller)
+        cluster.kill(victim)
+        def moved(topic: str = topic, victim: int = victim, via: str = cluster.bootstrap(controller)) -> bool:
+            now = leaders(via, topic)
+            return victim not in now and -1 not in now
+        took = wait_until(moved, 10, "new leaders")
+        figures.append(took)
+        cluster.restart(victim)
+    print(f"\nkill -9 of a leading broker -> new leaders in Metadata: "
+          f"{', '.join(f'{f * 1000:.0f}' for f in figures)} ms")
+    assert max(figures) <= 3
+
+
+def test_a_paused_leader_past_its_lease_refuses_produce_on_resume(cluster: Cluster) -> None:
+    controller = controller_of(cluster)
+    topic = unique_topic("lease")
+    assert create(cluster.bootstrap(controller), topic, partitions=6, rf=1) == 0
+    owned = leaders(cluster.bootstrap(controller), topic)
+    victim = next(i for i in owned if i != controller)
+    index = owned.index(victim)
+    with KafkaConnection(cluster.bootstrap(victim), timeout_s=15) as conn:
+        assert produce(conn, topic, batch(1), index)["error_code"] == 0
+        cluster.pause(victim)
+        try:
+            time.sleep(2.5)  # past the lease (1 s) and the controller's session (1.5 s)
+            conn.send(API_PRODUCE, PRODUCE_V, produce_body(topic, {index: batch(1)}))  # queued in the socket
+        finally:
+            cluster.resume(victim)
+        body = conn.recv(API_PRODUCE, PRODUCE_V)
+    (part,) = body["responses"][0]["partition_responses"]
+    assert part["error_code"] in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), part
+
+
+def test_kill_the_controller_that_also_leads_partitions(cluster: Cluster) -> None:
+    """The victim is the active controller too: a new controller is elected first, then gives every
+    registered broker (the dead one included) a fresh session of 1.5 s before fencing it."""
+    figures = []
+    for _ in range(2):
+        controller = controller_of(cluster)
+        via = next(i for i in cluster.alive() if i != controller)
+        topic, address = unique_topic("rf3c"), cluster.bootstrap(via)
+        assert create(address, topic, partitions=6, rf=3) == 0
+        wait_until(lambda topic=topic, c=controller, b=address: c in leaders(b, topic), 5, "led by it")
+        cluster.kill(controller)
+
+        def moved(topic: str = topic, victim: int = controller, b: str = address) -> bool:
+            now = leaders(b, topic)
+            return victim not in now and -1 not in now
+        figures.append(wait_until(moved, 10, "new leaders"))
+        cluster.restart(controller)
+    print(f"\nkill -9 of the active controller leading partitions -> new leaders: "
+          f"{', '.join(f'{f * 1000:.0f}' for f in figures)} ms")
+    assert max(figures) <= 5
