@@ -29,6 +29,7 @@ from broker.identity import DataDirLock, ensure_identity
 from broker.partition import Partition
 from broker.producer_ids import ProducerIdAllocator
 from broker.server import ApiSpec, Server
+from broker.tasks import cancel_and_wait
 from broker.topic_store import LocalTopicStore, TopicError, TopicInfo
 from client.wire.errors import ErrorCode
 from storage import LogConfig
@@ -130,12 +131,7 @@ class Broker:
         self._start_timers()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await cancel_and_wait(self._tasks)
         if self.server is not None:
             await self.server.stop()
         if self.quorum is not None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.config import ConfigError, validate_topic_config
 from broker.partition import Partition
+from broker.tasks import cancel_and_wait
 from broker.topic_store import TopicError, TopicInfo
 from client.wire.errors import ErrorCode
 from controller.controller_client import ControllerClient, ControllerError, ControllerUnavailableError
@@ -199,12 +200,7 @@ class QuorumMetadata:
         log.info("migrated %d local topics to the metadata quorum", len(local.all()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
+        await cancel_and_wait(self._tasks)
         with contextlib.suppress(Exception):
             await self.client.close()
         await self.service.stop()
