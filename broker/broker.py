@@ -108,6 +108,8 @@ class Broker:
                 self._load_partitions()
             else:
                 await self.quorum.start_controller()
+                # the quorum's cluster id, recorded in meta.properties before serving anything
+                self.cluster_id = await self.quorum.confirm_cluster_id()
             self.server = Server(apis or build_apis(self), max_frame_bytes=self.config.socket_request_max_bytes,
                                  max_connections=self.config.max_connections)
             host, port = self.config.listen.rsplit(":", 1)

@@ -5,6 +5,8 @@ The process runs a `RaftNode` (data in `<data_dir>/__cluster_metadata-0/`; a vot
 the controller role, else an observer) and a `ControllerService` attached to it, so every node applies
 every committed entry to its own `MetadataImage`. The broker half:
 
+* waits until its image has the cluster id (appended by the first active controller) and records it
+  in meta.properties, refusing a data directory confirmed for another cluster (broker/identity.py);
 * registers through a `ControllerClient` (incarnation: a fresh uuid per process start), then
   heartbeats every 200 ms (broker_heartbeat_interval_ms) with the offset of its image; startup waits
   until it is unfenced, which implies its image holds everything up to its own registration;
@@ -28,6 +30,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from broker.config import ConfigError, validate_topic_config
+from broker.identity import confirm_cluster_id
 from broker.partition import Partition
 from broker.tasks import cancel_and_wait
 from broker.topic_store import TopicError, TopicInfo
@@ -126,6 +129,18 @@ class QuorumMetadata:
         await self.service.start()
         if self.node_id in self.voters and self.node.address is not None and self.voters[self.node_id][1] == 0:
             self.client.voters[self.node_id] = self.node.address  # --controller-listen HOST:0 (tests)
+
+    async def confirm_cluster_id(self) -> str:
+        """Wait until the image has the cluster id (the first active controller appends it), then record it
+        in meta.properties; IdentityError if the data directory is confirmed for another cluster."""
+        try:
+            await self.node.wait_for(lambda: self.image.cluster_id is not None, STARTUP_TIMEOUT_S)
+        except TimeoutError:
+            raise TimeoutError(f"broker {self.node_id}: no cluster id from the metadata quorum in time") from None
+        cluster_id = self.image.cluster_id
+        assert cluster_id is not None
+        confirm_cluster_id(self.broker.data_dir, self.node_id, cluster_id)
+        return cluster_id
 
     async def register(self, host: str, port: int) -> None:
         """Register, then heartbeat until unfenced (the image then holds our registration)."""

@@ -25,13 +25,15 @@ Invariants asserted by `apply` (a violation is a bug, `MetadataInvariantError`, 
   increases whenever the leader changes;
 * topic ids and names unique; replicas of a new topic are registered brokers;
 * broker epochs increase per broker; records about a broker carry its current epoch;
-* producer-id blocks are contiguous from `next_producer_id` (never reissued).
+* producer-id blocks are contiguous from `next_producer_id` (never reissued);
+* the cluster id is set once (`cluster_id` record) and never changes.
 
 Time never enters the image or the builder except as arguments (`now_ms`, session deadlines).
 """
 
 from __future__ import annotations
 
+import base64
 import random
 import re
 import uuid
@@ -54,7 +56,9 @@ from controller.placement import (
     place_replicas,
 )
 from controller.records import (
+    CLUSTER_ID_PATTERN,
     ZERO_UUID,
+    ClusterIdRecord,
     ControlledShutdownRecord,
     FenceBrokerRecord,
     Listener,
@@ -149,13 +153,16 @@ _EMPTY: Mapping[Any, Any] = MappingProxyType({})
 
 
 class MetadataImage:
-    """Brokers, topics, partitions, producer-id watermark, and the offset of the last applied entry (-1: none)."""
+    """Brokers, topics, partitions, producer-id watermark, cluster id (None until the first quorum
+    forms), and the offset of the last applied entry (-1: none)."""
 
-    __slots__ = ("_brokers", "_names", "_topics", "next_producer_id", "offset")
+    __slots__ = ("_brokers", "_names", "_topics", "cluster_id", "next_producer_id", "offset")
 
     def __init__(self, offset: int = -1, brokers: Mapping[int, BrokerRegistration] | None = None,
-                 topics: Mapping[bytes, TopicImage] | None = None, next_producer_id: int = 0) -> None:
+                 topics: Mapping[bytes, TopicImage] | None = None, next_producer_id: int = 0,
+                 cluster_id: str | None = None) -> None:
         self.offset = offset
+        self.cluster_id = cluster_id
         self._brokers: dict[int, BrokerRegistration] = dict(brokers or {})
         self._topics: dict[bytes, TopicImage] = dict(topics or {})
         self._names: dict[str, bytes] = {t.name: t.topic_id for t in self._topics.values()}
@@ -215,13 +222,15 @@ class MetadataImage:
         if not isinstance(other, MetadataImage):
             return NotImplemented
         return (self.offset == other.offset and self.next_producer_id == other.next_producer_id
+                and self.cluster_id == other.cluster_id
                 and self._brokers == other._brokers and self._topics == other._topics)
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (f"MetadataImage(offset={self.offset}, brokers={len(self._brokers)}, topics={len(self._topics)}, "
-                f"partitions={self.partition_total()}, next_producer_id={self.next_producer_id})")
+                f"partitions={self.partition_total()}, next_producer_id={self.next_producer_id}, "
+                f"cluster_id={self.cluster_id!r})")
 
     # write side: records in, a new image out
 
@@ -248,7 +257,8 @@ class MetadataImage:
     def snapshot(self) -> bytes:
         """The whole image as bytes (the Raft snapshot's data); canonical: equal images give equal bytes."""
         body = {
-            "format": SNAPSHOT_FORMAT, "v": 1, "offset": self.offset, "next_producer_id": self.next_producer_id,
+            "format": SNAPSHOT_FORMAT, "v": 2, "offset": self.offset, "next_producer_id": self.next_producer_id,
+            "cluster_id": self.cluster_id,
             "brokers": [_BROKER_CODEC.encode(self._brokers[b]) for b in sorted(self._brokers)],
             "topics": [_TOPIC_CODEC.encode(self._topics[self._names[n]]) for n in sorted(self._names)],
         }
@@ -263,7 +273,8 @@ class MetadataImage:
             raw = orjson.loads(data)
             if type(raw) is not dict or raw.get("format") != SNAPSHOT_FORMAT:
                 raise RecordDecodeError("not a replog metadata snapshot")
-            body = _decode_fields(_SNAPSHOT_FIELDS, raw, "snapshot")
+            schema = _SNAPSHOT_FIELDS_V1 if raw.get("v") == 1 else _SNAPSHOT_FIELDS  # v1: before cluster ids
+            body = _decode_fields(schema, raw, "snapshot")
         except orjson.JSONDecodeError as exc:
             raise SnapshotDecodeError(f"not JSON: {exc}") from None
         except RecordDecodeError as exc:
@@ -272,7 +283,7 @@ class MetadataImage:
         topics = {t.topic_id: t for t in body["topics"]}
         if len(brokers) != len(body["brokers"]) or len(topics) != len(body["topics"]):
             raise SnapshotDecodeError("duplicate broker or topic id")
-        image = cls(body["offset"], brokers, topics, body["next_producer_id"])
+        image = cls(body["offset"], brokers, topics, body["next_producer_id"], body.get("cluster_id"))
         try:
             _check_image(image)
         except MetadataInvariantError as exc:
@@ -293,6 +304,7 @@ class _Delta:
         self.names: dict[str, bytes] | None = None
         self.parts: dict[bytes, list[PartitionRegistration]] = {}
         self.next_producer_id = base.next_producer_id
+        self.cluster_id = base.cluster_id
 
     def broker(self, broker_id: int) -> BrokerRegistration | None:
         return (self.brokers if self.brokers is not None else self.base._brokers).get(broker_id)
@@ -346,6 +358,7 @@ class _Delta:
         image._topics = topics
         image._names = self.topic_names()
         image.next_producer_id = self.next_producer_id
+        image.cluster_id = self.cluster_id
         return image
 
 
@@ -463,6 +476,12 @@ def _apply_noop(delta: _Delta, record: NoOpRecord) -> None:
     pass
 
 
+def _apply_cluster_id(delta: _Delta, record: ClusterIdRecord) -> None:
+    _check(delta.cluster_id is None or delta.cluster_id == record.cluster_id,
+           f"cluster id {record.cluster_id!r} would replace {delta.cluster_id!r}")
+    delta.cluster_id = record.cluster_id
+
+
 _APPLY: dict[type, Callable[[_Delta, Any], None]] = {
     RegisterBrokerRecord: _apply_register,
     FenceBrokerRecord: _apply_fence,
@@ -474,6 +493,7 @@ _APPLY: dict[type, Callable[[_Delta, Any], None]] = {
     PartitionChangeRecord: _apply_partition_change,
     ProducerIdsRecord: _apply_producer_ids,
     NoOpRecord: _apply_noop,
+    ClusterIdRecord: _apply_cluster_id,
 }
 
 
@@ -603,11 +623,20 @@ _SnapshotTopic.FIELDS = (  # type: ignore[attr-defined]
 )
 _BROKER_CODEC = _Struct(BrokerRegistration)
 _TOPIC_CODEC = _TopicCodec()
-_SNAPSHOT_FIELDS = (
+_SNAPSHOT_FIELDS_V1 = (
     ("format", _Str(64)),
     ("v", _Int(1, 1)),
     ("offset", _Int(-1, limits.INT64_MAX)),
     ("next_producer_id", _Int(0, limits.INT64_MAX)),
+    ("brokers", _List(_BROKER_CODEC, limits.BROKERS_MAX)),
+    ("topics", _List(_TOPIC_CODEC, limits.TOPICS_MAX)),
+)
+_SNAPSHOT_FIELDS = (  # v2: + cluster_id (null until the first quorum formed)
+    ("format", _Str(64)),
+    ("v", _Int(2, 2)),
+    ("offset", _Int(-1, limits.INT64_MAX)),
+    ("next_producer_id", _Int(0, limits.INT64_MAX)),
+    ("cluster_id", _Optional(_Str(22, CLUSTER_ID_PATTERN, min_length=22))),
     ("brokers", _List(_BROKER_CODEC, limits.BROKERS_MAX)),
     ("topics", _List(_TOPIC_CODEC, limits.TOPICS_MAX)),
 )
@@ -865,6 +894,15 @@ class MetadataBuilder:
                 records.append(record)
         return ControllerResult(() if validate_only else tuple(records), results)
 
+    # the cluster id
+
+    def ensure_cluster_id(self, image: MetadataImage) -> ControllerResult[str]:
+        """On activation: a new cluster id if the image has none yet (the first quorum to form), else nothing."""
+        if image.cluster_id is not None:
+            return ControllerResult((), image.cluster_id)
+        cluster_id = new_cluster_id()
+        return ControllerResult((ClusterIdRecord(cluster_id),), cluster_id)
+
     # brokers
 
     def register_broker(self, image: MetadataImage, broker_id: int, incarnation_id: bytes,
@@ -1023,6 +1061,11 @@ class MetadataBuilder:
             return ControllerResult((), ProducerIdsResult(ErrorCode.UNKNOWN_SERVER_ERROR))
         return ControllerResult((ProducerIdsRecord(broker_id, broker_epoch, first, size),),
                                 ProducerIdsResult(ErrorCode.NONE, first, size))
+
+
+def new_cluster_id() -> str:
+    """Kafka-style cluster id: 22 characters of url-safe base64 of a random UUID."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def _scratch_apply(image: MetadataImage, record: Record) -> MetadataImage:

@@ -28,6 +28,7 @@ driver may batch records into entries freely. Version 1 of every type:
 | partition_change | partitions[change] |
 | producer_ids | broker_id, broker_epoch, first_producer_id, size |
 | noop | (none) |
+| cluster_id | cluster_id (22 characters of url-safe base64, Kafka's format) |
 
 where a partition change is `{topic_id, partition, leader, isr, leader_epoch, partition_epoch}`:
 the partition's full new leader/ISR state and the epochs it moves to (KRaft's
@@ -458,11 +459,28 @@ class NoOpRecord(Record):
     FIELDS: ClassVar = ()
 
 
+CLUSTER_ID_PATTERN = r"[A-Za-z0-9_-]{22}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterIdRecord(Record):
+    """The cluster's id, appended once by the first active controller (the first quorum to form).
+
+    Every node writes it into each data directory's meta.properties and refuses a data directory
+    confirmed for another cluster. A second record with a different id breaks an image invariant.
+    """
+
+    cluster_id: str
+
+    TYPE: ClassVar = "cluster_id"
+    FIELDS: ClassVar = (("cluster_id", _Str(22, CLUSTER_ID_PATTERN, min_length=22)),)
+
+
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.TYPE: cls
     for cls in (RegisterBrokerRecord, FenceBrokerRecord, UnfenceBrokerRecord, ControlledShutdownRecord,
                 TopicRecord, RemoveTopicRecord, TopicConfigRecord, PartitionChangeRecord, ProducerIdsRecord,
-                NoOpRecord)
+                NoOpRecord, ClusterIdRecord)
 }
 
 for _cls in RECORD_TYPES.values():  # the envelope keys are reserved; every dataclass field has a codec

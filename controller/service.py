@@ -15,6 +15,8 @@ The active controller (docs/controller.md):
   of term T included, so every entry inherited from earlier terms is committed), it becomes
   active for T: every registered broker gets a fresh session (now + broker_session_ms) — a
   failover never fences live brokers. Leadership lost or a new term: deactivated, sessions dropped.
+  If the image has no cluster id yet (the first quorum to form), it then appends a `cluster_id`
+  record with a new one (builder.ensure_cluster_id); later controllers inherit it from the log.
 * **Writes, one at a time** (an asyncio lock): build records from the *pending* image with the
   `MetadataBuilder`, propose them, await the commit, answer the builder's response. Because a write
   waits until every entry of its own log is applied before building (a proposal that timed out may
@@ -132,6 +134,7 @@ class ControllerService:
         self._lock = asyncio.Lock()
         self._broker_connections: dict[int, object] = {}
         self._task: asyncio.Task[None] | None = None
+        self._ending = False
         self._limits = DecodeLimits(bytes_max=PAYLOAD_BYTES_MAX + 4096)
         node.attach(apply_callback=self._apply, snapshot_callback=self._restore,
                     snapshot_source=self.image_snapshot, request_handler=self)
@@ -141,6 +144,7 @@ class ControllerService:
     async def start(self) -> ControllerService:
         if self.node.state == "new":
             await self.node.start()
+        self._ending = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"controller-{self.node.node_id}")
         return self
 
@@ -153,6 +157,9 @@ class ControllerService:
         await self.node.kill()
 
     async def _end(self) -> None:
+        # Python 3.11's asyncio.wait_for can swallow a cancellation that races with the inner wait
+        # completing (gh-86296); the flag makes _run exit (instead of re-activating) even then.
+        self._ending = True
         self._deactivate()
         if self._task is not None:
             self._task.cancel()
@@ -180,10 +187,12 @@ class ControllerService:
 
     async def _run(self) -> None:
         interval_s = self.timings.fence_check_interval_ms / 1000
-        while self.node.running:
+        while self.node.running and not self._ending:
             changed = self.node.changed
             self._update_role()
             local = self._local_broker_id
+            if self.is_active and self.image.cluster_id is None:
+                await self._ensure_cluster_id()
             if self.is_active and local is not None and self._local_broker is None and local in self.image.brokers:
                 self.sessions.touch(local, self.clock())
             if self.is_active and self._any_expired():
@@ -234,6 +243,12 @@ class ControllerService:
         brokers = self.image.brokers
         return any(deadline <= now and b in brokers and not brokers[b].fenced
                    for b, deadline in self.sessions.deadlines.items())
+
+    async def _ensure_cluster_id(self) -> None:
+        """The first active controller of a new cluster appends its cluster id (the first quorum to form)."""
+        with contextlib.suppress(NotControllerError, ControllerTimeoutError):
+            cluster_id = await self._write(self.builder.ensure_cluster_id)
+            _logger.info("controller %d: cluster id %s", self.node.node_id, cluster_id)
 
     async def _fence_expired(self) -> None:
         with contextlib.suppress(NotControllerError, ControllerTimeoutError):

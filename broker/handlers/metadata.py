@@ -103,7 +103,7 @@ def quorum_handler(broker: Broker) -> Handler:
             listener = image.brokers[broker_id].listeners[0]
             brokers.append({"node_id": broker_id, "host": listener.host, "port": listener.port, "rack": None})
         controller_id = quorum.node.leader_id
-        return {"throttle_time_ms": 0, "brokers": brokers, "cluster_id": broker.cluster_id,
+        return {"throttle_time_ms": 0, "brokers": brokers, "cluster_id": image.cluster_id or broker.cluster_id,
                 "controller_id": controller_id if controller_id is not None else -1, "topics": topics,
                 "cluster_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED}
     return handle

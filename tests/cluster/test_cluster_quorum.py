@@ -200,3 +200,44 @@ def test_kill_the_controller_that_also_leads_partitions(cluster: Cluster) -> Non
     print(f"\nkill -9 of the active controller leading partitions -> new leaders: "
           f"{', '.join(f'{f * 1000:.0f}' for f in figures)} ms")
     assert max(figures) <= 5
+
+
+def meta_properties(cluster: Cluster, node_id: int) -> dict[str, str]:
+    with open(os.path.join(cluster.nodes[node_id].data_dir, "meta.properties"), encoding="utf-8") as f:
+        return dict(line.split("=", 1) for line in f.read().splitlines() if "=" in line)
+
+
+def test_every_broker_reports_the_quorums_cluster_id_and_stores_it(cluster: Cluster) -> None:
+    ids = {node_id: metadata(cluster.bootstrap(node_id))["cluster_id"] for node_id in cluster.nodes}
+    assert len(set(ids.values())) == 1, ids
+    cluster_id = ids[1]
+    assert cluster_id and len(cluster_id) == 22
+    for node_id in cluster.nodes:
+        props = meta_properties(cluster, node_id)
+        assert props["cluster.id"] == cluster_id and props["cluster.id.confirmed"] == "true", props
+        assert props["node.id"] == str(node_id)
+
+
+def test_a_data_dir_of_another_cluster_is_refused(cluster: Cluster) -> None:
+    cluster_id = metadata(cluster.bootstrap(1))["cluster_id"]
+    node = cluster.nodes[3]
+    path = os.path.join(node.data_dir, "meta.properties")
+    other = "AAAAAAAAAAAAAAAAAAAAAA"
+    # a provisional (never confirmed) id, as written before the quorum had cluster ids: replaced
+    node.stop()
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"version=1\nnode.id=3\ncluster.id={other}\n")
+    node.start()
+    assert meta_properties(cluster, 3)["cluster.id"] == cluster_id
+    assert metadata(node.bootstrap)["cluster_id"] == cluster_id
+    # a confirmed id of another cluster: one clear error line, exit 2, nothing served
+    node.stop()
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"version=1\nnode.id=3\ncluster.id={other}\ncluster.id.confirmed=true\n")
+    node.launch()
+    assert node.proc is not None
+    assert node.proc.wait(30) == 2
+    text = node.log_text()
+    assert f"brokerd: error: data directory {node.data_dir} belongs to cluster {other}, not {cluster_id}" in text
+    assert "Traceback" not in text
+    assert meta_properties(cluster, 3)["cluster.id"] == other

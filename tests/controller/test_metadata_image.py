@@ -238,7 +238,7 @@ def _corrupt(mutate) -> bytes:
     (b"not json", "JSON"),
     (b"[]", "not a replog metadata snapshot"),
     (_corrupt(lambda b: b.update(format="x")), "not a replog metadata snapshot"),
-    (_corrupt(lambda b: b.update(v=2)), "v: 2 is outside"),
+    (_corrupt(lambda b: b.update(v=3)), "v: 3 is outside"),
     (_corrupt(lambda b: b.pop("brokers")), "missing field(s) ['brokers']"),
     (_corrupt(lambda b: b["topics"][0]["partitions"][0].update(leader=3)), "not in ISR"),
     (_corrupt(lambda b: b["topics"][0]["partitions"][0].update(isr=[])), "0 items"),

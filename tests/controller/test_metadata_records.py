@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from controller import limits
 from controller.records import (
     RECORD_TYPES,
+    ClusterIdRecord,
     ControlledShutdownRecord,
     FenceBrokerRecord,
     Listener,
@@ -65,6 +66,7 @@ records = st.one_of(
     st.builds(ProducerIdsRecord, broker_ids, epochs64, st.integers(0, 2**40),
               st.integers(1, limits.PRODUCER_ID_BLOCK_SIZE_MAX)),
     st.just(NoOpRecord()),
+    st.builds(ClusterIdRecord, st.from_regex(r"[A-Za-z0-9_-]{22}", fullmatch=True)),
 )
 
 
@@ -98,6 +100,7 @@ SAMPLES = [
     PartitionChangeRecord((CHANGE,)),
     ProducerIdsRecord(1, 7, 1000, 1000),
     NoOpRecord(),
+    ClusterIdRecord("MkU3OEVBNTcwNTJENDM2Qk"),
 ]
 
 
