@@ -109,6 +109,15 @@ def _retrieve(task: asyncio.Task[object]) -> None:
 class Cluster:
     """Connections, negotiated versions and the metadata cache of one client (module docstring)."""
 
+    @classmethod
+    def for_client(cls, owner: Any, *, max_in_flight_requests: int = 5,
+                   allow_auto_topic_creation: bool = False) -> Cluster:
+        """A Cluster configured from a Producer/Consumer/Admin's common options (same attribute names)."""
+        return cls(owner.bootstrap_servers, client_id=owner.client_id, request_timeout_ms=owner.request_timeout_ms,
+                   connect_timeout_ms=owner.connect_timeout_ms, retry_backoff_ms=owner.retry_backoff_ms,
+                   retry_backoff_max_ms=owner.retry_backoff_max_ms, metadata_max_age_ms=owner.metadata_max_age_ms,
+                   max_in_flight_requests=max_in_flight_requests, allow_auto_topic_creation=allow_auto_topic_creation)
+
     def __init__(self, bootstrap_servers: str | Sequence[str], *, client_id: str | None,
                  request_timeout_ms: int = 30_000, connect_timeout_ms: int = 10_000,
                  retry_backoff_ms: int = 100, retry_backoff_max_ms: int = 1_000,

@@ -239,11 +239,7 @@ class Consumer:
         self._loop = asyncio.get_running_loop()
         self._data = Wakeup(self._loop)  # poll waits on it: new data, errors, resets
         self._space: dict[int, Wakeup] = {}  # per node: the fetcher waits on it for buffer room
-        self.cluster = Cluster(self.bootstrap_servers, client_id=self.client_id,
-                               request_timeout_ms=self.request_timeout_ms, connect_timeout_ms=self.connect_timeout_ms,
-                               retry_backoff_ms=self.retry_backoff_ms, retry_backoff_max_ms=self.retry_backoff_max_ms,
-                               metadata_max_age_ms=self.metadata_max_age_ms, max_in_flight_requests=5,
-                               allow_auto_topic_creation=False)
+        self.cluster = Cluster.for_client(self)
         try:
             await self.cluster.start()
         except BaseException:

@@ -186,12 +186,8 @@ class Producer:
         self._loop = asyncio.get_running_loop()
         self._create_future = self._loop.create_future
         self._wakeup = Wakeup(self._loop)
-        self.cluster = Cluster(self.bootstrap_servers, client_id=self.client_id,
-                               request_timeout_ms=self.request_timeout_ms, connect_timeout_ms=self.connect_timeout_ms,
-                               retry_backoff_ms=self.retry_backoff_ms, retry_backoff_max_ms=self.retry_backoff_max_ms,
-                               metadata_max_age_ms=self.metadata_max_age_ms,
-                               max_in_flight_requests=self.max_in_flight_requests_per_connection,
-                               allow_auto_topic_creation=True)
+        self.cluster = Cluster.for_client(self, max_in_flight_requests=self.max_in_flight_requests_per_connection,
+                                          allow_auto_topic_creation=True)
         self._metadata = self.cluster.metadata
         self._accumulator = RecordAccumulator(batch_size=self.batch_size, linger_ms=self.linger_ms,
                                               buffer_memory=self.buffer_memory,
