@@ -28,6 +28,7 @@ from broker.config import BrokerConfig
 from broker.identity import DataDirLock, ensure_identity
 from broker.partition import Partition
 from broker.producer_ids import ProducerIdAllocator
+from broker.replication import ReplicaManager
 from broker.server import ApiSpec, Server
 from broker.tasks import cancel_and_wait
 from broker.topic_store import LocalTopicStore, TopicError, TopicInfo
@@ -84,7 +85,8 @@ class Broker:
             self.topics = ImageTopicStore(self.quorum)
         self.producer_ids = ProducerIdAllocator(self.data_dir)
         self.logs: LogManager | None = None
-        self.partitions: dict[TopicPartition, Partition] = {}
+        self.partitions: dict[TopicPartition, Partition] = {}  # every hosted replica, leader or follower
+        self.replication = ReplicaManager(self)
         self.server: Server | None = None
         self.host = ""
         self.port = 0
@@ -118,6 +120,7 @@ class Broker:
                 # served once registered and unfenced: the image then holds our registration
                 await self.quorum.register(*self.advertised_host_port)
                 await self.quorum.migrate_local_metadata()
+                self.replication.start()
                 self.quorum.follow()
         except BaseException:
             if self.server is not None:
@@ -132,8 +135,15 @@ class Broker:
             raise
         self._start_timers()
 
-    async def stop(self) -> None:
+    async def stop(self, controlled: bool = True) -> None:
+        """Stop; `controlled`: first hand leaderships to other brokers (controlled shutdown)."""
+        if controlled and self.quorum is not None and self.server is not None:
+            try:
+                await self.quorum.controlled_shutdown()
+            except Exception:
+                log.exception("controlled shutdown failed")
         await cancel_and_wait(self._tasks)
+        await self.replication.stop()
         if self.server is not None:
             await self.server.stop()
         if self.quorum is not None:
@@ -174,7 +184,7 @@ class Broker:
                 continue
             log_ = self.logs.get_or_create(tp, config)
             log_.defer_roll_flush = True  # rolled segments are fsynced in a worker thread (_flush_due)
-            self.partitions[tp] = Partition(info.name, index, log_, leader_epoch=0)
+            self.partitions[tp] = Partition(info.name, index, log_, leader_epoch=0, local_id=self.node_id)
             # single node: ISR = {self}, so everything in the log is committed (the checkpointed
             # high watermark matters once there are followers)
 
@@ -219,6 +229,11 @@ class Broker:
     def may_lead(self) -> bool:
         """Leader-only actions check this: in quorum mode the controller lease must be valid."""
         return self.quorum is None or self.quorum.may_lead()
+
+    def min_insync_replicas(self, topic: str) -> int:
+        info = self.topics.get(topic)
+        raw = info.configs.get("min.insync.replicas") if info is not None else None
+        return int(raw) if raw is not None else int(self.config.min_insync_replicas)
 
     def producer_id_was_issued(self, producer_id: int) -> bool:
         if self.quorum is not None:  # every block the controller allocated lies below next_producer_id

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ from broker.tasks import cancel_and_wait
 from broker.topic_store import TopicError, TopicInfo
 from client.wire.errors import ErrorCode
 from controller.controller_client import ControllerClient, ControllerError, ControllerUnavailableError
-from controller.metadata import BuilderConfig, MetadataBuilder, MetadataImage, TopicImage
+from controller.metadata import BuilderConfig, MetadataBuilder, MetadataImage, PartitionRegistration, TopicImage
 from controller.node import RaftNode
 from controller.service import ControllerService
 
@@ -50,6 +51,7 @@ PARTITION_METADATA_FILE = "partition.metadata"
 STARTUP_TIMEOUT_S = 30.0
 IMAGE_WAIT_S = 5.0
 STARTUP_HEARTBEAT_S = 0.02   # heartbeat pace until unfenced
+CONTROLLED_SHUTDOWN_TIMEOUT_S = 10.0
 
 
 def _validate_config(name: str, value: str) -> str:
@@ -214,6 +216,36 @@ class QuorumMetadata:
         os.replace(path, path + ".migrated")
         log.info("migrated %d local topics to the metadata quorum", len(local.all()))
 
+    async def controlled_shutdown(self, timeout_s: float = CONTROLLED_SHUTDOWN_TIMEOUT_S) -> bool:
+        """Ask the active controller to move this broker's leaderships away and take it out of every
+        ISR (a heartbeat with want_shutdown), and wait until it says so or `timeout_s` passes. Called
+        while the listener and the replica fetchers still run, so no acknowledged write is cut off."""
+        if self.fenced or self.broker_epoch < 0:
+            return True
+        if not any(b != self.node_id and self.image.is_active(b) for b in self.image.brokers):
+            return True  # no other broker could take over: nothing to hand off
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            try:
+                reply = await self.client.heartbeat(self.node_id, self.broker_epoch, self.image.offset,
+                                                    want_shutdown=True, deadline_s=max(0.1, deadline - loop.time()))
+            except (ControllerUnavailableError, ControllerError, OSError) as exc:
+                log.info("controlled shutdown: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            if reply.get("error_code") == ErrorCode.NONE and reply.get("should_shut_down"):
+                # wait until our own image shows no leadership here (clients are redirected)
+                with contextlib.suppress(TimeoutError):
+                    await self.node.wait_for(lambda: not any(
+                        p.leader == self.node_id for _t, _i, p in self.image.iter_partitions()),
+                        max(0.05, deadline - loop.time()))
+                log.info("controlled shutdown: leaderships moved away")
+                return True
+            await asyncio.sleep(0.05)
+        log.warning("controlled shutdown did not complete within %.1f s", timeout_s)
+        return False
+
     async def stop(self) -> None:
         await cancel_and_wait(self._tasks)
         with contextlib.suppress(Exception):
@@ -251,6 +283,7 @@ class QuorumMetadata:
             if self.image is not self._applied_image:
                 try:
                     self.apply_image()
+                    await self.broker.replication.prune()
                 except Exception:
                     log.exception("applying the metadata image failed")
             with contextlib.suppress(TimeoutError):
@@ -270,16 +303,18 @@ class QuorumMetadata:
     # -- partitions from the image -------------------------------------------------------------------------
 
     def apply_image(self) -> None:
-        """Make the hosted logs and led partitions match the current image (idempotent)."""
+        """Make the hosted replicas match the current image (idempotent): a log for every partition
+        whose replicas include this broker; leader where the image names it (leader epoch, ISR and
+        partition epoch from the image), follower of the image's leader otherwise."""
         image = self.image
         self._applied_image = image
         broker = self.broker
         logs = broker.logs
         assert logs is not None
-        wanted: dict[tuple[str, int], tuple[TopicImage, int]] = {}
+        wanted: dict[tuple[str, int], tuple[TopicImage, PartitionRegistration]] = {}
         for topic, index, part in image.iter_partitions():
             if self.node_id in part.replicas:
-                wanted[(topic.name, index)] = (topic, part.leader_epoch if part.leader == self.node_id else -1)
+                wanted[(topic.name, index)] = (topic, part)
         for tp in list(logs.logs):
             item = wanted.get(tp)
             # a directory of another (deleted, re-created) topic, or without a recorded topic id
@@ -288,7 +323,8 @@ class QuorumMetadata:
         for tp in list(broker.partitions):
             if tp not in wanted:
                 self._drop(tp)
-        for tp, (topic, epoch) in wanted.items():
+        now = int(time.time() * 1000)
+        for tp, (topic, part) in wanted.items():
             config = broker.config.log_config(dict(topic.configs))
             try:
                 log_ = logs.get_or_create(tp, config)
@@ -300,18 +336,29 @@ class QuorumMetadata:
                 log_.config = config
             log_.defer_roll_flush = True
             partition = broker.partitions.get(tp)
-            if epoch < 0:
-                if partition is not None:
-                    broker.partitions.pop(tp)
-                    partition.fail_waiters()
-                continue
-            if partition is None:
-                broker.partitions[tp] = Partition(tp[0], tp[1], log_, leader_epoch=epoch)
-            elif partition.leader_epoch != epoch:
-                partition.leader_epoch = epoch
-                if log_.latest_epoch < epoch:
-                    log_.assign_epoch(epoch)
-                partition.fail_waiters()
+            if partition is None or partition.log is not log_:
+                partition = Partition(tp[0], tp[1], log_, part.leader_epoch, local_id=self.node_id,
+                                      high_watermark=logs.high_watermarks.get(tp, 0), leader=False)
+                broker.partitions[tp] = partition
+            if part.leader == self.node_id:
+                if partition.make_leader(part.leader_epoch, part.partition_epoch, part.replicas, part.isr, now):
+                    log.info("%s-%d: leader in epoch %d, ISR %s, log end %d, high watermark %d", tp[0], tp[1],
+                             part.leader_epoch, list(part.isr), log_.log_end_offset, partition.high_watermark)
+                broker.replication.unfollow(tp)
+            else:
+                if partition.make_follower(part.leader, part.leader_epoch, part.partition_epoch, part.replicas,
+                                           part.isr):
+                    log.info("%s-%d: follower of %d in epoch %d, log end %d", tp[0], tp[1], part.leader,
+                             part.leader_epoch, log_.log_end_offset)
+                broker.replication.follow(partition, part.leader, self._address(image, part.leader))
+
+    @staticmethod
+    def _address(image: MetadataImage, broker_id: int) -> tuple[str, int] | None:
+        reg = image.brokers.get(broker_id)
+        if reg is None or reg.fenced or not reg.listeners:
+            return None
+        listener = reg.listeners[0]
+        return listener.host, listener.port
 
     def _drop(self, tp: tuple[str, int]) -> None:
         broker = self.broker
@@ -319,6 +366,7 @@ class QuorumMetadata:
         partition = broker.partitions.pop(tp, None)
         if partition is not None:
             partition.fail_waiters()
+        broker.replication.unfollow(tp)
         broker.logs.delete(tp)
 
     def _meta_path(self, tp: tuple[str, int]) -> str:
