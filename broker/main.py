@@ -23,8 +23,12 @@ log = logging.getLogger("brokerd")
 
 
 async def _serve(config: object) -> None:
+    from broker import bugs
     from broker.broker import Broker
 
+    if bugs.ACTIVE:
+        log.warning("DELIBERATELY BROKEN VARIANT (REPLOG_BUG=%s): for checker canaries only",
+                    ",".join(sorted(bugs.ACTIVE)))
     broker = Broker(config)  # type: ignore[arg-type]
     await broker.start()
     host, port = broker.host, broker.port

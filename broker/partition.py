@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 
+from broker import bugs
 from broker.replica_state import IsrChange, LeaderState
 from client.wire.errors import ErrorCode
 from storage import Log
@@ -170,6 +171,8 @@ class Partition:
         if state is None:
             return False
         hw = min(state.high_watermark(self.log.log_end_offset, self.high_watermark), self.log.log_end_offset)
+        if bugs.HW_FROM_LEO:
+            hw = self.log.log_end_offset
         if hw > self.high_watermark:
             self.high_watermark = hw
             self._notify_hw()
@@ -213,12 +216,16 @@ class Partition:
 
     # -- follower -------------------------------------------------------------------------------------------
 
-    def append_replicated(self, records: bytes | memoryview, leader_high_watermark: int, now_ms: int) -> None:
-        """Append batches fetched from the leader, then follow its high watermark."""
+    def append_replicated(self, records: bytes | memoryview, leader_high_watermark: int, now_ms: int,
+                          leader_log_start_offset: int = -1) -> None:
+        """Append batches fetched from the leader, then follow its high watermark and log start
+        (retention or DeleteRecords on the leader; only below the committed high watermark)."""
         if len(records):
             self.log.append_replicated(records, now_ms)
             self._notify_end()
         self.follow_high_watermark(leader_high_watermark)
+        if self.log.log_start_offset < leader_log_start_offset <= self.high_watermark:
+            self.log.delete_before(leader_log_start_offset)
 
     def follow_high_watermark(self, leader_high_watermark: int) -> None:
         hw = min(leader_high_watermark, self.log.log_end_offset)

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from broker import bugs
 from broker.partition import Partition
 from client.errors import KafkaConnectionError, KafkaTimeoutError
 from client.transport import BrokerConnection
@@ -190,7 +191,8 @@ class ReplicaFetcher:
             log_ = partition.log
             topics.setdefault(tp[0], []).append({
                 "partition": tp[1], "current_leader_epoch": partition.leader_epoch,
-                "fetch_offset": log_.log_end_offset, "last_fetched_epoch": log_.latest_epoch,
+                "fetch_offset": log_.log_end_offset,
+                "last_fetched_epoch": -1 if bugs.IGNORE_DIVERGENCE else log_.latest_epoch,
                 "log_start_offset": log_.log_start_offset, "partition_max_bytes": REPLICA_FETCH_MAX_BYTES})
         if not topics:
             return None
@@ -261,4 +263,4 @@ class ReplicaFetcher:
                 self._backoff(tp)  # nothing to cut: let the leader's metadata settle
             return
         records = part.get("records") or b""
-        partition.append_replicated(records, part["high_watermark"], now_ms)
+        partition.append_replicated(records, part["high_watermark"], now_ms, part.get("log_start_offset", -1))

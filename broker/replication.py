@@ -119,6 +119,7 @@ class ReplicaManager:
             topic = image.topic(tp[0])
             if topic is None:
                 continue
+            resend = partition.leader_state is not None and partition.leader_state.pending is not None
             change = partition.propose_isr_change(now, lag_ms, eligible)
             if change is None:
                 continue
@@ -126,7 +127,8 @@ class ReplicaManager:
             items.append({"topic_id": topic.topic_id.hex(), "partition": tp[1], "leader_epoch": change.leader_epoch,
                           "partition_epoch": change.partition_epoch, "new_isr": new_isr})
             proposed[(topic.topic_id.hex(), tp[1])] = partition
-            log.info("%s-%d: proposing ISR %s (was %s)", tp[0], tp[1], list(change.new_isr), list(partition.isr))
+            if not resend:
+                log.info("%s-%d: proposing ISR %s (was %s)", tp[0], tp[1], list(change.new_isr), list(partition.isr))
         if not items:
             return
         try:

@@ -24,6 +24,7 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from broker import bugs
 from broker.server import Handler
 from client.wire.errors import ErrorCode
 from client.wire.records import PRODUCER_ID_POS, validate_client_batch
@@ -47,7 +48,7 @@ Delayed = tuple[int, Any, int, int, int]
 
 def _delayed_outcome(partition: Any, epoch: int, required_offset: int, min_isr: int) -> int | None:
     """The error code a delayed produce completes with now, or None to keep waiting."""
-    if not partition.is_leader or partition.leader_epoch != epoch:
+    if (not partition.is_leader or partition.leader_epoch != epoch) and not bugs.ACK_AFTER_DEMOTION:
         return ErrorCode.NOT_LEADER_OR_FOLLOWER
     if partition.high_watermark >= required_offset:
         if partition.committed_isr_size() < min_isr:
