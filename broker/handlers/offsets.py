@@ -30,7 +30,7 @@ def list_offsets_handler(broker: Broker) -> Handler:
                 index = request["partition_index"]
                 out = {"partition_index": index, "error_code": 0, "timestamp": -1, "offset": -1, "leader_epoch": -1}
                 partition = broker.partitions.get((topic["name"], index))
-                if partition is None:
+                if partition is None or not partition.is_leader:
                     out["error_code"] = broker.not_leader_error(topic["name"], index)
                 elif error := partition.check_leader_epoch(request.get("current_leader_epoch", -1)):
                     out["error_code"] = error
@@ -65,7 +65,8 @@ def offset_for_leader_epoch_handler(broker: Broker) -> Handler:
                 index = request["partition"]
                 out = {"error_code": 0, "partition": index, "leader_epoch": -1, "end_offset": -1}
                 partition = broker.partitions.get((topic["topic"], index))
-                if partition is None:
+                # consumers ask the leader; followers (replica_id >= 0) may ask any replica
+                if partition is None or (not partition.is_leader and body.get("replica_id", -1) < 0):
                     out["error_code"] = broker.not_leader_error(topic["topic"], index)
                 elif error := partition.check_leader_epoch(request.get("current_leader_epoch", -1)):
                     out["error_code"] = error
