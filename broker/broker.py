@@ -87,6 +87,9 @@ class Broker:
         self.logs: LogManager | None = None
         self.partitions: dict[TopicPartition, Partition] = {}  # every hosted replica, leader or follower
         self.replication = ReplicaManager(self)
+        # called with a Partition whenever this broker starts or stops leading it (or drops it);
+        # e.g. the group coordinator loads or unloads the groups of a __consumer_offsets partition
+        self.role_listeners: list[Callable[[Partition], None]] = []
         self.server: Server | None = None
         self.host = ""
         self.port = 0
@@ -229,6 +232,13 @@ class Broker:
     def may_lead(self) -> bool:
         """Leader-only actions check this: in quorum mode the controller lease must be valid."""
         return self.quorum is None or self.quorum.may_lead()
+
+    def role_changed(self, partition: Partition) -> None:
+        for listener in list(self.role_listeners):
+            try:
+                listener(partition)
+            except Exception:
+                log.exception("role listener failed for %s-%d", partition.topic, partition.index)
 
     def min_insync_replicas(self, topic: str) -> int:
         info = self.topics.get(topic)

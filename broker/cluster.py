@@ -344,12 +344,14 @@ class QuorumMetadata:
                 if partition.make_leader(part.leader_epoch, part.partition_epoch, part.replicas, part.isr, now):
                     log.info("%s-%d: leader in epoch %d, ISR %s, log end %d, high watermark %d", tp[0], tp[1],
                              part.leader_epoch, list(part.isr), log_.log_end_offset, partition.high_watermark)
+                    broker.role_changed(partition)
                 broker.replication.unfollow(tp)
             else:
                 if partition.make_follower(part.leader, part.leader_epoch, part.partition_epoch, part.replicas,
                                            part.isr):
                     log.info("%s-%d: follower of %d in epoch %d, log end %d", tp[0], tp[1], part.leader,
                              part.leader_epoch, log_.log_end_offset)
+                    broker.role_changed(partition)
                 broker.replication.follow(partition, part.leader, self._address(image, part.leader))
 
     @staticmethod
@@ -366,6 +368,8 @@ class QuorumMetadata:
         partition = broker.partitions.pop(tp, None)
         if partition is not None:
             partition.fail_waiters()
+            partition.leader_state = None  # listeners see a partition that is led here no longer
+            broker.role_changed(partition)
         broker.replication.unfollow(tp)
         broker.logs.delete(tp)
 
