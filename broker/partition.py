@@ -235,7 +235,8 @@ class Partition:
 
     def truncate_to(self, offset: int) -> None:
         """Drop a divergent tail (never called on a leader). The high watermark follows down only if
-        it was above the new end (it then was a follower's estimate, never a leader's promise)."""
+        it was above the new end (it then was a follower's estimate, never a leader's promise).
+        `offset` at the log end drops only a trailing epoch entry that holds no batch."""
         assert self.leader_state is None, "a leader never truncates its log"
         self.log.truncate_to(offset)
         if self.high_watermark > self.log.log_end_offset:

@@ -254,13 +254,17 @@ class ReplicaFetcher:
             if target is None:
                 self._backoff(tp)
                 return
-            if target < partition.log.log_end_offset:
+            log_ = partition.log
+            before = (log_.log_end_offset, log_.latest_epoch)
+            if target < log_.log_end_offset:
                 log.info("replica %s-%d: diverged from leader %d (epoch %d ends at %d): truncating %d -> %d",
                          tp[0], tp[1], self.leader_id, diverging.get("epoch", -1), diverging.get("end_offset", -1),
-                         partition.log.log_end_offset, target)
-                partition.truncate_to(target)
-            else:
-                self._backoff(tp)  # nothing to cut: let the leader's metadata settle
+                         log_.log_end_offset, target)
+            # at target == log end this only drops an epoch entry that holds no batch (a leadership
+            # that appended nothing), which otherwise makes every fetch diverge again
+            partition.truncate_to(target)
+            if (log_.log_end_offset, log_.latest_epoch) == before:
+                self._backoff(tp)  # nothing changed: let the leader's metadata settle
             return
         records = part.get("records") or b""
         partition.append_replicated(records, part["high_watermark"], now_ms, part.get("log_start_offset", -1))

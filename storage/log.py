@@ -614,6 +614,10 @@ class Log:
         """Drop every batch at or above `offset` (a batch holding `offset` goes whole), epochs too."""
         with self._io():
             if offset >= self.log_end_offset:
+                # nothing to cut, but an epoch that starts at the log end holds no batch: drop it
+                # (Kafka's truncateTo: "a conflicting epoch entry at the end of the log")
+                if self.epochs.truncate_from_end(self.log_end_offset):
+                    self._write_epochs()
                 return
             offset = max(offset, self.log_start_offset)
             while len(self.segments) > 1 and self.active_segment.base_offset >= offset:

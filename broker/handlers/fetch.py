@@ -88,6 +88,9 @@ def _read_all(broker: Broker, body: dict[str, Any], version: int,
             if epoch_error:
                 parts.append(_partition_error(index, epoch_error, partition))
                 continue
+            if follower and (partition.leader_state is None or replica_id not in partition.leader_state.followers):
+                parts.append(_partition_error(index, ErrorCode.NOT_LEADER_OR_FOLLOWER, partition))
+                continue
             log_ = partition.log
             offset = request["fetch_offset"]
             diverging = None

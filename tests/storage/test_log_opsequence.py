@@ -292,6 +292,7 @@ class Harness:
         self.log.truncate_to(offset)
         self.note(f"truncate_to {offset} -> leo {self.log.log_end_offset}")
         if offset >= model.leo:
+            model.epochs.truncate_from_end(model.leo)  # an epoch entry at the log end holds no batch
             return
         cut = model.first_at_or_after(max(offset, model.lso))
         first_dropped = model.batches[cut].base if cut < len(model.batches) else model.leo
