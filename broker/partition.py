@@ -116,7 +116,9 @@ class Partition:
                     isr: tuple[int, ...], now_ms: int) -> bool:
         """Lead in `leader_epoch` (idempotent for the same epoch: then only the ISR is refreshed)."""
         if self.leader_state is not None and self.leader_epoch == leader_epoch:
-            self.replicas = replicas
+            if replicas != self.replicas:  # a reassignment without a leader change
+                self.replicas = replicas
+                self.leader_state.set_replicas(replicas, now_ms)
             self.update_isr(isr, partition_epoch)
             return False
         if self.log.latest_epoch < leader_epoch:

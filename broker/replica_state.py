@@ -64,6 +64,14 @@ class LeaderState:
                 # Kafka's resetReplicaState: a follower gets a lag allowance from the leadership's start
                 self.followers.setdefault(replica, FollowerState(last_caught_up_ms=self.became_leader_ms))
 
+    def set_replicas(self, replicas: tuple[int, ...], now_ms: int) -> None:
+        self.replicas = replicas
+        for replica in replicas:
+            if replica != self.local_id:
+                self.followers.setdefault(replica, FollowerState(last_caught_up_ms=now_ms))
+        for gone in [b for b in self.followers if b not in replicas]:
+            del self.followers[gone]
+
     # -- views --------------------------------------------------------------------------------------------
 
     @property
