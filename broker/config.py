@@ -158,7 +158,7 @@ BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("max.connections", "max_connections", _int, 1000, 1, ""),
     Setting("connections.max.idle.ms", "connections_max_idle_ms", _int, 600000, 1, ""),
     Setting("min.insync.replicas", "min_insync_replicas", _int, 1, 1, ""),
-    Setting("replica.lag.time.max.ms", "replica_lag_time_max_ms", _int, 5000, 100,
+    Setting("replica.lag.time.max.ms", "replica_lag_time_max_ms", _int, 2000, 100,
             "an ISR member not caught up within this leaves the ISR (Kafka: 30000)"),
     Setting("producer.id.expiration.ms", "producer_id_expiration_ms", _int, DAY_MS, 1, ""),
     Setting("log.segment.bytes", "log_segment_bytes", _int, 1 << 30, 1024, ""),
