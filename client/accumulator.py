@@ -41,8 +41,8 @@ class ProducerBatch:
     """Records of one partition sent (and retried) together. `records` is build_batch's input."""
 
     __slots__ = ("attempts", "base_sequence", "closed", "created_ms", "deadline_ms", "done_future", "encoded",
-                 "futures", "last_error", "maybe_appended", "partition", "producer_epoch", "producer_id",
-                 "records", "retry_at_ms", "size_bytes", "topic", "tp")
+                 "futures", "last_error", "leader_epoch", "maybe_appended", "partition", "producer_epoch",
+                 "producer_id", "records", "retry_at_ms", "size_bytes", "topic", "tp")
 
     def __init__(self, tp: TopicPartition, created_ms: int, deadline_ms: int,
                  done_future: asyncio.Future[None]) -> None:
@@ -57,6 +57,9 @@ class ProducerBatch:
         self.closed = False
         self.attempts = 0
         self.retry_at_ms = 0
+        # The partition's leader epoch (from the metadata) when the batch was last sent, -1 before:
+        # a retry waiting out its backoff goes at once when the metadata shows a newer epoch.
+        self.leader_epoch = -1
         # True once any attempt may have been appended (written and then lost, or answered with an
         # after-append error): from then on a failure is UnknownOutcomeError.
         self.maybe_appended = False

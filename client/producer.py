@@ -19,11 +19,24 @@ The sender task (one per producer):
 3. drains ready batches (accumulator.py) grouped by partition leader, one batch per partition
    per Produce request, requests up to `max_request_size`, at most
    `max_in_flight_requests_per_connection` requests per connection;
-4. handles each response: success completes every record's future; a retriable error requeues
-   the batch (same records, same sequence numbers) after `retry_backoff_ms` doubling up to
-   `retry_backoff_max_ms`, with a metadata refresh for NOT_LEADER_OR_FOLLOWER-like errors;
-   anything else, or running out of delivery time, fails the batch with the outcome contract of
-   client/errors.py.
+4. handles each response: success completes every record's future; a retriable error (and a
+   connection lost with the request) requeues the batch (same records, same producer id, epoch
+   and sequence numbers) after `retry_backoff_ms` doubling up to `retry_backoff_max_ms`, and
+   asks for a metadata refresh; NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH and
+   LEADER_NOT_AVAILABLE also drop the cached leader, so nothing more goes to that broker until
+   the refresh names one. A waiting retry goes at once when the metadata shows its partition
+   under a newer leader epoch than it was sent under (KIP-951: the backoff was for the old
+   leader). Anything else, running out of retries (`retries`, resends after a written attempt)
+   or of delivery time (`delivery_timeout_ms`, the bound on a record's whole life), fails the
+   batch with the outcome contract of client/errors.py.
+
+Leader failover (the path a retry takes): the old leader answers NOT_LEADER_OR_FOLLOWER (or the
+connection drops, or acks=all times out), the batch is requeued with its sequence numbers, the
+refreshed metadata names the new leader with a bumped epoch, and the retry goes there; the new
+leader, whose producer state was replicated with the log, deduplicates a batch the old leader had
+already appended (it answers with the original offset, or DUPLICATE_SEQUENCE_NUMBER). None of these
+errors resets the sequence numbers: only OUT_OF_ORDER_SEQUENCE_NUMBER / UNKNOWN_PRODUCER_ID
+handling below does (KIP-360's cases).
 
 Idempotence (KIP-98; on by default, needs acks=all and at most 5 requests in flight): batches
 carry the producer id, epoch and per-partition base sequence, assigned when a batch is first
@@ -88,6 +101,12 @@ IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX = 5  # Kafka: the broker keeps the last 5
 IDEMPOTENT_TRANSACTION_TIMEOUT_MS = 0x7FFFFFFF  # Java's value for a non-transactional InitProducerId
 SEQUENCE_MAX = 0x7FFFFFFF  # sequences wrap to 0 after Integer.MAX_VALUE (Kafka DefaultRecordBatch)
 SENDER_IDLE_WAKE_MS = 500  # the sender re-checks deadlines at least this often
+RETRIES_DEFAULT = 0x7FFFFFFF  # Kafka's retries default (Integer.MAX_VALUE): delivery_timeout_ms bounds them
+BACKOFF_DOUBLINGS_MAX = 20  # caps the shift of the exponential backoff (retry_backoff_max_ms caps the value)
+# Errors after which the answering broker is known not to lead the partition: its cached leader is
+# dropped, so nothing more is sent to it before the refreshed metadata names a leader.
+_NOT_THE_LEADER = frozenset({ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.FENCED_LEADER_EPOCH,
+                             ErrorCode.LEADER_NOT_AVAILABLE})
 _client_ids = itertools.count(1)
 _time_ns = time.time_ns
 _new = tuple.__new__
@@ -120,7 +139,7 @@ class Producer:
                  batch_size: int = 16_384, linger_ms: int = 5, buffer_memory: int = 32 * 1024 * 1024,
                  max_block_ms: int = 60_000, max_request_size: int = 1_048_576,
                  request_timeout_ms: int = 30_000, delivery_timeout_ms: int = 120_000,
-                 retry_backoff_ms: int = 100, retry_backoff_max_ms: int = 1_000,
+                 retry_backoff_ms: int = 100, retry_backoff_max_ms: int = 1_000, retries: int = RETRIES_DEFAULT,
                  max_in_flight_requests_per_connection: int = 5, enable_idempotence: bool | None = None,
                  partitioner: Callable[[str, bytes | None, int], int] | None = None,
                  metadata_max_age_ms: int = 300_000, connect_timeout_ms: int = 10_000) -> None:
@@ -132,10 +151,13 @@ class Producer:
         self.acks = ACKS[acks]
         self.codec = COMPRESSION[compression]
         self._idempotence_explicit = enable_idempotence is not None
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, not {retries}")
         if enable_idempotence is None:  # Java 3.0+: on unless the other settings conflict
-            enable_idempotence = self.acks == -1 and max_in_flight_requests_per_connection <= 5
-        elif enable_idempotence and (self.acks != -1 or max_in_flight_requests_per_connection > 5):
-            raise ValueError("enable_idempotence needs acks='all' and max_in_flight_requests_per_connection <= 5")
+            enable_idempotence = self.acks == -1 and max_in_flight_requests_per_connection <= 5 and retries > 0
+        elif enable_idempotence and (self.acks != -1 or max_in_flight_requests_per_connection > 5 or retries == 0):
+            raise ValueError("enable_idempotence needs acks='all', max_in_flight_requests_per_connection <= 5 "
+                             "and retries > 0")
         if delivery_timeout_ms < linger_ms + request_timeout_ms:
             raise ValueError("delivery_timeout_ms must be >= linger_ms + request_timeout_ms (Kafka's rule)")
         if not 1 <= batch_size <= buffer_memory or max_request_size < 1 or max_in_flight_requests_per_connection < 1:
@@ -152,6 +174,7 @@ class Producer:
         self.delivery_timeout_ms = delivery_timeout_ms
         self.retry_backoff_ms = retry_backoff_ms
         self.retry_backoff_max_ms = retry_backoff_max_ms
+        self.retries = retries
         self.max_in_flight_requests_per_connection = max_in_flight_requests_per_connection
         self.metadata_max_age_ms = metadata_max_age_ms
         self.connect_timeout_ms = connect_timeout_ms
@@ -325,9 +348,24 @@ class Producer:
         self._partition_counts = {name: len(topic.partitions) for name, topic in metadata.topics.items()
                                   if topic.error == ErrorCode.NONE and topic.partitions}
         self._sticky_batches.clear()
+        now_ms = int(self._loop.time() * 1000)
+        self._retry_on_new_leaders(now_ms)
         if self._unpartitioned:  # place them now, before any later send of the same topic
-            self._place_unpartitioned(int(self._loop.time() * 1000))
+            self._place_unpartitioned(now_ms)
         self._wakeup.set()
+
+    def _retry_on_new_leaders(self, now_ms: int) -> None:
+        """Retries waiting out a backoff go at once when their partition got a newer leader epoch
+        than the one they were sent under: the backoff was for the old leader (KIP-951; Java's
+        RecordAccumulator skips it the same way)."""
+        leader_epoch = self._metadata.leader_epoch
+        for tp, queue in self._accumulator.queues.items():
+            if not queue or not queue[0].closed or queue[0].retry_at_ms <= now_ms:
+                continue
+            epoch = leader_epoch(tp)
+            for batch in queue:
+                if batch.closed and batch.retry_at_ms > now_ms and 0 <= batch.leader_epoch < epoch:
+                    batch.retry_at_ms = now_ms
 
     def _fits(self, tp: TopicPartition, size: int) -> bool:
         queue = self._accumulator.queues.get(tp)
@@ -548,8 +586,10 @@ class Producer:
             for batch in batches:
                 self._attempt_failed(batch, exc.code, exc, False, now_ms, exc.retriable)
             return
+        leader_epoch = self._metadata.leader_epoch
         for batch in batches:
             batch.attempts += 1
+            batch.leader_epoch = leader_epoch(batch.tp)
         if future is None:  # acks=0: written is all we will know
             for batch in batches:
                 self._complete(batch, -1, -1)
@@ -600,8 +640,11 @@ class Producer:
         exc = broker_error(code, message, context=f"Produce to {batch.topic}-{batch.partition}")
         maybe_appended = attempt_maybe_appended(code, self.acks)
         retriable = code.retriable
-        if code.refresh_metadata:
-            if code in (ErrorCode.NOT_LEADER_OR_FOLLOWER, ErrorCode.FENCED_LEADER_EPOCH):
+        if retriable:
+            # Any retriable error may mean a leader change under way (NOT_ENOUGH_REPLICAS while the
+            # ISR shrinks, REQUEST_TIMED_OUT from a leader cut off from its followers): refresh the
+            # metadata (single flight, rate-limited by retry_backoff_ms) so the retry finds the new leader.
+            if code in _NOT_THE_LEADER:
                 self._metadata.forget_leader(batch.tp)
             self.cluster.request_update()
         if code == ErrorCode.MESSAGE_TOO_LARGE and len(batch.records) > 1 and not batch.done:
@@ -623,8 +666,12 @@ class Producer:
         if maybe_appended:
             batch.maybe_appended = True
         batch.last_error = exc
-        backoff_ms = min(self.retry_backoff_ms << min(max(batch.attempts - 1, 0), 20), self.retry_backoff_max_ms)
-        if retriable and not self._closing and now_ms + backoff_ms < batch.deadline_ms:
+        backoff_ms = min(self.retry_backoff_ms << min(max(batch.attempts - 1, 0), BACKOFF_DOUBLINGS_MAX),
+                         self.retry_backoff_max_ms)
+        if 0 <= batch.leader_epoch < self._metadata.leader_epoch(batch.tp):
+            backoff_ms = 0  # the partition has a newer leader already (see _retry_on_new_leaders)
+        if (retriable and not self._closing and batch.attempts <= self.retries
+                and now_ms + backoff_ms < batch.deadline_ms):
             batch.retry_at_ms = now_ms + backoff_ms
             batch.closed = True
             self._accumulator.requeue(batch)
@@ -652,6 +699,7 @@ class Producer:
                 RECORD_OVERHEAD_BYTES + len(r[0] or b"") + len(r[1] or b"") for r in part.records)
             part.closed, part.attempts, part.maybe_appended = True, batch.attempts, batch.maybe_appended
             part.producer_id, part.producer_epoch = batch.producer_id, batch.producer_epoch
+            part.leader_epoch = batch.leader_epoch
             part.base_sequence = (batch.base_sequence + start) & SEQUENCE_MAX if batch.base_sequence >= 0 else -1
             part.retry_at_ms = now_ms
             part.done_future.add_done_callback(half_done)
@@ -791,7 +839,8 @@ class Producer:
                     self._set_fatal(exc)
                     break
             failures += 1
-            await asyncio.sleep(min(self.retry_backoff_ms << min(failures - 1, 20), self.retry_backoff_max_ms) / 1000)
+            await asyncio.sleep(min(self.retry_backoff_ms << min(failures - 1, BACKOFF_DOUBLINGS_MAX),
+                                    self.retry_backoff_max_ms) / 1000)
         self._wakeup.set()
 
     def _set_fatal(self, exc: BaseException) -> None:
