@@ -10,6 +10,14 @@ TopicAlreadyExistsError, InvalidReplicationFactorError, UnknownTopicOrPartitionE
 the code and the broker's message. For the plural calls, all results are collected first and the
 first failing item (in request order) is raised, with `errors` ({name: error}) attached.
 
+Consumer groups (client/group/): `list_groups`, `describe_groups`, `delete_groups`,
+`list_consumer_group_offsets`, `alter_consumer_group_offsets`. Group requests go to the group's
+coordinator (FindCoordinator first; NOT_COORDINATOR / COORDINATOR_NOT_AVAILABLE /
+COORDINATOR_LOAD_IN_PROGRESS are retried like any retriable error); ListGroups goes to every
+broker and the answers are merged. Altering offsets is Kafka's admin commit (generation -1, no
+member id), which a coordinator accepts only for a group without members (else
+UNKNOWN_MEMBER_ID); DeleteGroups likewise (NON_EMPTY_GROUP).
+
 Routing: CreateTopics and DeleteTopics go to the controller named in the metadata
 (NOT_CONTROLLER refreshes it and retries); config calls for topics go to any broker, for a broker
 resource to that broker; ListOffsets to each partition's leader. Retriable failures (connection
@@ -20,24 +28,31 @@ loss, NOT_CONTROLLER, ...) are retried after `retry_backoff_ms` (doubling to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from client.cluster import Cluster
-from client.errors import BrokerResponseError, KafkaError, KafkaTimeoutError, broker_error
+from client.cluster import CLIENT_API_VERSIONS, Cluster
+from client.errors import BrokerResponseError, IncompatibleBrokerError, KafkaError, KafkaTimeoutError, broker_error
+from client.group import DELETE_GROUPS_API_KEY
+from client.group.coordinator import find_coordinator, offset_fetch_body, parse_offset_fetch
+from client.group.protocol import CONSUMER_PROTOCOL_TYPE, ConsumerProtocolError, decode_assignment
 from client.metadata import BrokerMetadata
-from client.offsets import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, list_offsets
+from client.offsets import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, OffsetAndTimestamp, list_offsets
+from client.record import TopicPartition
 from client.wire.errors import ErrorCode, error_code_for
 from client.wire.messages import ApiKey
 
-__all__ = ["Admin", "ClusterDescription", "ConfigEntry", "NewTopic", "PartitionDescription", "TopicDescription"]
+__all__ = ["Admin", "ClusterDescription", "ConfigEntry", "GroupDescription", "GroupListing", "MemberDescription",
+           "NewTopic", "PartitionDescription", "TopicDescription"]
 
 RESOURCE_TYPES = {"topic": 2, "broker": 4}
 CONFIG_SOURCES = {-1: "unknown", 1: "dynamic_topic", 2: "dynamic_broker", 3: "dynamic_default_broker",
                   4: "static_broker", 5: "default", 6: "dynamic_broker_logger"}
 OP_SET, OP_DELETE = 0, 1
+DESCRIBE_OFFSETS_ATTEMPT_MS = 2_000  # describe_topics: re-check which partitions still have a leader this often
 _client_ids = itertools.count(1)
 T = TypeVar("T")
 
@@ -56,14 +71,22 @@ class NewTopic:
 
 @dataclass(frozen=True)
 class PartitionDescription:
+    """One partition as Metadata (v7+: leader_epoch) and ListOffsets describe it.
+
+    `leader` is -1 when the partition has no leader (offline: no live ISR member); `error` is the
+    partition's Metadata error code (LEADER_NOT_AVAILABLE for an offline partition, NONE otherwise).
+    `log_start_offset` / `high_watermark` are None when no leader could answer ListOffsets.
+    """
+
     partition: int
     leader: int
     leader_epoch: int
     replicas: tuple[int, ...]
     isr: tuple[int, ...]
     offline_replicas: tuple[int, ...]
-    log_start_offset: int
-    high_watermark: int
+    log_start_offset: int | None
+    high_watermark: int | None
+    error: ErrorCode = ErrorCode.NONE
 
 
 @dataclass(frozen=True)
@@ -88,6 +111,44 @@ class ConfigEntry:
     read_only: bool
     is_default: bool
     is_sensitive: bool
+
+
+@dataclass(frozen=True)
+class GroupListing:
+    group_id: str
+    protocol_type: str
+    state: str | None  # ListGroups v4+ (None from older brokers)
+
+
+@dataclass(frozen=True)
+class MemberDescription:
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    client_host: str
+    assignment: tuple[tuple[str, int], ...]  # decoded when the protocol type is "consumer"
+
+
+@dataclass(frozen=True)
+class GroupDescription:
+    """DescribeGroups: state is Kafka's (Empty, PreparingRebalance, CompletingRebalance, Stable, Dead)."""
+
+    group_id: str
+    state: str
+    protocol_type: str
+    protocol: str
+    members: tuple[MemberDescription, ...]
+    coordinator: int
+
+
+def _member(m: dict[str, Any], protocol_type: str) -> MemberDescription:
+    tps: tuple[tuple[str, int], ...] = ()
+    if protocol_type == CONSUMER_PROTOCOL_TYPE and m["member_assignment"]:
+        try:
+            tps = tuple(decode_assignment(m["member_assignment"]).topic_partitions())
+        except ConsumerProtocolError:
+            tps = ()  # another client's bytes we cannot read: shown without an assignment
+    return MemberDescription(m["member_id"], m.get("group_instance_id"), m["client_id"], m["client_host"], tps)
 
 
 def _config_entry(c: dict[str, Any]) -> ConfigEntry:
@@ -241,7 +302,8 @@ class Admin:
                       if t["error_code"] == 0 and (include_internal or not t.get("is_internal")))
 
     async def describe_topics(self, names: Iterable[str] | None = None) -> dict[str, TopicDescription]:
-        """Partitions with leader, leader epoch, replicas, ISR, log start offset and high watermark.
+        """Partitions with leader, leader epoch, replicas, ISR, offline replicas, log start offset and
+        high watermark (PartitionDescription); `names` None: every topic, sorted by name.
 
         Raises UnknownTopicOrPartitionError (or the topic's error) for a topic that cannot be described.
         """
@@ -257,20 +319,45 @@ class Admin:
                 topics[topic["name"]] = topic
         _raise_first(errors)
         tps = [(name, p["partition_index"]) for name, t in topics.items() for p in t["partitions"]]
-        earliest = await list_offsets(self.cluster, dict.fromkeys(tps, EARLIEST_TIMESTAMP),
-                                      timeout_ms=self.default_api_timeout_ms)
-        latest = await list_offsets(self.cluster, dict.fromkeys(tps, LATEST_TIMESTAMP),
-                                    timeout_ms=self.default_api_timeout_ms)
+        earliest = await self._led_offsets(tps, EARLIEST_TIMESTAMP)
+        latest = await self._led_offsets(tps, LATEST_TIMESTAMP)
         out = {}
         for name in (wanted or sorted(topics)):
             topic = topics[name]
-            partitions = [PartitionDescription(
-                p["partition_index"], p["leader_id"], p.get("leader_epoch", -1), tuple(p["replica_nodes"]),
-                tuple(p["isr_nodes"]), tuple(p.get("offline_replicas") or ()),
-                earliest[(name, p["partition_index"])].offset, latest[(name, p["partition_index"])].offset)
-                for p in sorted(topic["partitions"], key=lambda p: p["partition_index"])]
+            partitions = []
+            for p in sorted(topic["partitions"], key=lambda p: p["partition_index"]):
+                tp = (name, p["partition_index"])
+                start, end = earliest.get(tp), latest.get(tp)
+                partitions.append(PartitionDescription(
+                    tp[1], p["leader_id"], p.get("leader_epoch", -1), tuple(p["replica_nodes"]),
+                    tuple(p["isr_nodes"]), tuple(p.get("offline_replicas") or ()),
+                    None if start is None else start.offset, None if end is None else end.offset,
+                    error_code_for(p["error_code"])))
             out[name] = TopicDescription(name, bool(topic.get("is_internal")), partitions)
         return out
+
+    async def _led_offsets(self, tps: Sequence[TopicPartition], timestamp: int) -> dict[TopicPartition,
+                                                                                       OffsetAndTimestamp]:
+        """ListOffsets of those of `tps` that have a leader. An offline partition (no leader, or one
+        the metadata does not list as a live broker) cannot answer: it is left out rather than
+        waited for, also when it goes offline meanwhile (its leader died and was fenced): each
+        attempt is bounded by DESCRIBE_OFFSETS_ATTEMPT_MS, then the metadata is refreshed and the
+        partitions still led are asked again, all within `default_api_timeout_ms`."""
+        deadline = self._loop.time() + self.default_api_timeout_ms / 1000
+        leader = self.cluster.metadata.leader
+        while True:
+            led = [tp for tp in tps if leader(tp) >= 0]
+            if not led:
+                return {}
+            left_ms = int((deadline - self._loop.time()) * 1000)
+            try:
+                return await list_offsets(self.cluster, dict.fromkeys(led, timestamp),
+                                          timeout_ms=max(min(left_ms, DESCRIBE_OFFSETS_ATTEMPT_MS), 1))
+            except KafkaTimeoutError:
+                if self._loop.time() >= deadline:
+                    raise
+            with contextlib.suppress(KafkaError):  # a failed refresh: the next attempt retries it
+                await self.cluster.refresh_metadata()
 
     async def describe_cluster(self) -> ClusterDescription:
         response = await self._with_retries(lambda: self.cluster.fetch_metadata([]), "Metadata")
@@ -319,3 +406,94 @@ class Admin:
         result = await self._with_retries(attempt, "IncrementalAlterConfigs")
         if result["error_code"]:
             raise broker_error(result["error_code"], result.get("error_message"), context=f"alter configs {name}")
+
+    # ------------------------------------------------------------------ consumer groups
+    async def _coordinator_request(self, group_id: str, api_key: int, body: Mapping[str, Any] | Callable[[int], Any],
+                                   check: Callable[[dict[str, Any]], int]) -> tuple[dict[str, Any], int]:
+        """One request to `group_id`'s coordinator with retries; `check` returns the answer's error code."""
+        async def attempt() -> tuple[dict[str, Any], int]:
+            coordinator = await find_coordinator(self.cluster, group_id)
+            response, _ = await self.cluster.request(api_key, body, node_id=coordinator.node_id)
+            code = error_code_for(check(response))
+            if code != ErrorCode.NONE:
+                error = broker_error(code, context=f"group {group_id}")
+                if code.retriable:
+                    raise _Retry() from error
+                raise error
+            return response, coordinator.node_id
+
+        return await self._with_retries(attempt, f"group {group_id}")
+
+    async def list_groups(self) -> list[GroupListing]:
+        """Every group of every broker (ListGroups to each), sorted by id."""
+        response = await self._with_retries(lambda: self.cluster.fetch_metadata([]), "Metadata")
+        found: dict[str, GroupListing] = {}
+        for broker in response["brokers"]:
+            node = broker["node_id"]
+
+            async def attempt(node: int = node) -> dict[str, Any]:
+                answer, _ = await self.cluster.request(ApiKey.LIST_GROUPS, {"states_filter": [], "types_filter": []},
+                                                       node_id=node)
+                code = error_code_for(answer["error_code"])
+                if code.retriable and code != ErrorCode.NONE:
+                    raise _Retry() from broker_error(code, context="ListGroups")
+                if code != ErrorCode.NONE:
+                    raise broker_error(code, context="ListGroups")
+                return answer
+
+            answer = await self._with_retries(attempt, "ListGroups")
+            for g in answer["groups"]:
+                found[g["group_id"]] = GroupListing(g["group_id"], g["protocol_type"], g.get("group_state"))
+        return [found[k] for k in sorted(found)]
+
+    async def describe_groups(self, group_ids: Iterable[str]) -> dict[str, GroupDescription]:
+        """State, protocol and members (with decoded assignments) of each group; an unknown group is Dead."""
+        out = {}
+        for group_id in group_ids:
+            body = {"groups": [group_id], "include_authorized_operations": False}
+            response, node = await self._coordinator_request(
+                group_id, ApiKey.DESCRIBE_GROUPS, body,
+                lambda r: 0 if r["groups"][0]["error_code"] == ErrorCode.GROUP_ID_NOT_FOUND
+                else r["groups"][0]["error_code"])
+            g = response["groups"][0]
+            state = g["group_state"]
+            if g["error_code"] == ErrorCode.GROUP_ID_NOT_FOUND:
+                state = "Dead"
+            out[group_id] = GroupDescription(group_id, state, g["protocol_type"], g["protocol_data"],
+                                             tuple(_member(m, g["protocol_type"]) for m in g["members"]), node)
+        return out
+
+    async def delete_groups(self, group_ids: Iterable[str]) -> None:
+        """DeleteGroups: a group with members raises NON_EMPTY_GROUP, an unknown one GROUP_ID_NOT_FOUND."""
+        if DELETE_GROUPS_API_KEY not in CLIENT_API_VERSIONS:
+            raise IncompatibleBrokerError("this client has no DeleteGroups schema (client/wire/messages)")
+        for group_id in group_ids:
+            await self._coordinator_request(group_id, DELETE_GROUPS_API_KEY, {"groups_names": [group_id]},
+                                            lambda r: r["results"][0]["error_code"])
+
+    async def list_consumer_group_offsets(self, group_id: str, partitions: Iterable[tuple[str, int]] | None = None
+                                          ) -> dict[tuple[str, int], int]:
+        """{tp: committed offset} of a group (every committed partition, or those asked for that have one)."""
+        wanted = None if partitions is None else list(partitions)
+        response, _ = await self._coordinator_request(group_id, ApiKey.OFFSET_FETCH,
+                                                      offset_fetch_body(group_id, wanted),
+                                                      lambda r: r.get("error_code", 0))
+        found = parse_offset_fetch(response, group_id)
+        return {tp: o for tp, o in sorted(found.items()) if o is not None}
+
+    async def alter_consumer_group_offsets(self, group_id: str, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Commit `offsets` for a group without members (Kafka refuses it for an active group)."""
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for (topic, partition), offset in sorted(offsets.items()):
+            if offset < 0:
+                raise ValueError("offsets must be >= 0")
+            by_topic.setdefault(topic, []).append({"partition_index": partition, "committed_offset": offset,
+                                                   "committed_leader_epoch": -1, "committed_metadata": ""})
+        body = {"group_id": group_id, "generation_id_or_member_epoch": -1, "member_id": "",
+                "group_instance_id": None, "retention_time_ms": -1,
+                "topics": [{"name": t, "partitions": ps} for t, ps in by_topic.items()]}
+
+        def first_error(response: dict[str, Any]) -> int:
+            return next((p["error_code"] for t in response["topics"] for p in t["partitions"] if p["error_code"]), 0)
+
+        await self._coordinator_request(group_id, ApiKey.OFFSET_COMMIT, body, first_error)

@@ -31,8 +31,26 @@ NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION, FENCED_LEADER_EPOCH, UNKNOWN
 other retriable errors refresh the metadata and retry the partition after `retry_backoff_ms`
 (doubling to `retry_backoff_max_ms`); any other error is raised from poll once.
 
-Consumer groups (group_id, subscribe, commit) are a later issue: `group_id` raises
-NotImplementedError.
+Consumer groups (`group_id`; client/group/coordinator.py has the member's contract):
+
+    async with Consumer(bootstrap, group_id="billing", auto_offset_reset="earliest") as consumer:
+        consumer.subscribe(["orders"], on_partitions_assigned=..., on_partitions_revoked=...)
+        # or consumer.subscribe(pattern=r"orders-.*")
+        records = await consumer.poll(timeout_ms=1000)
+        await consumer.commit()                      # positions of every assigned partition
+        await consumer.commit({("orders", 0): 42})   # explicit offsets (the next record to read)
+        await consumer.committed(("orders", 0))      # 42, or None
+
+`subscribe` and `assign` exclude each other (as Java's consumer). The assignment comes from the
+group; a newly assigned partition starts at its committed offset, else by auto_offset_reset (it
+is neither fetched nor reset until its committed offset is known). With `enable_auto_commit`
+(default when a group is set) the positions at the start of each poll are committed every
+`auto_commit_interval_ms`, before partitions are revoked, and on close. `close()` then sends
+LeaveGroup (a static member, with `group_instance_id`, does not: KIP-345). A `group_id` with
+`assign()` commits as a "simple" group (generation -1), as Kafka allows for an empty group.
+Defaults are Kafka's: session_timeout_ms 45000, heartbeat_interval_ms 3000,
+max_poll_interval_ms 300000 (also the rebalance timeout), auto_commit_interval_ms 5000,
+partition_assignment_strategy ("range", "roundrobin").
 """
 
 from __future__ import annotations
@@ -41,13 +59,15 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import re
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from client.cluster import Cluster
 from client.errors import (
     ClientClosedError,
+    ClientError,
     CorruptRecordError,
     KafkaError,
     KafkaTimeoutError,
@@ -55,6 +75,7 @@ from client.errors import (
     OffsetOutOfRangeError,
     broker_error,
 )
+from client.group.coordinator import Callback, GroupCoordinator
 from client.offsets import EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, list_offsets
 from client.record import ConsumerRecord, TopicPartition
 from client.wakeup import Wakeup
@@ -80,8 +101,8 @@ _CONTROL_BIT = 0x20
 class _PartitionState:
     """Per assigned partition (see the module docstring)."""
 
-    __slots__ = ("error", "failures", "fetch_offset", "generation", "high_watermark", "log_start_offset",
-                 "position", "reset", "retry_at")
+    __slots__ = ("awaiting_committed", "error", "failures", "fetch_offset", "generation", "high_watermark",
+                 "log_start_offset", "position", "reset", "retry_at")
 
     def __init__(self) -> None:
         self.position: int | None = None
@@ -93,6 +114,7 @@ class _PartitionState:
         self.retry_at = 0.0  # loop time before which the partition is not fetched
         self.failures = 0
         self.error: BaseException | None = None
+        self.awaiting_committed = False  # a group assignment: neither fetched nor reset until its commit is known
 
     def fetchable(self, now: float) -> bool:
         return self.fetch_offset is not None and self.reset is None and self.error is None and now >= self.retry_at
@@ -100,6 +122,7 @@ class _PartitionState:
     def seek(self, offset: int) -> None:
         self.position = self.fetch_offset = offset
         self.reset = None
+        self.awaiting_committed = False
         self.error = None
         self.generation += 1
 
@@ -195,10 +218,17 @@ class Consumer:
                  isolation_level: str = "read_uncommitted", request_timeout_ms: int = 30_000,
                  retry_backoff_ms: int = 100, retry_backoff_max_ms: int = 1_000,
                  metadata_max_age_ms: int = 300_000, connect_timeout_ms: int = 10_000,
-                 default_api_timeout_ms: int = 60_000) -> None:
-        if group_id is not None:
-            raise NotImplementedError("consumer groups (group_id, subscribe, commit) are not implemented yet; "
-                                      "use assign() and seek()")
+                 default_api_timeout_ms: int = 60_000, group_instance_id: str | None = None,
+                 enable_auto_commit: bool | None = None, auto_commit_interval_ms: int = 5_000,
+                 session_timeout_ms: int = 45_000, heartbeat_interval_ms: int = 3_000,
+                 max_poll_interval_ms: int = 300_000,
+                 partition_assignment_strategy: Sequence[str] = ("range", "roundrobin")) -> None:
+        if group_id is not None and not group_id:
+            raise ValueError("group_id must not be empty")
+        if heartbeat_interval_ms >= session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        if auto_commit_interval_ms < 1 or max_poll_interval_ms < 1:
+            raise ValueError("auto_commit_interval_ms and max_poll_interval_ms must be >= 1")
         if auto_offset_reset not in OFFSET_RESETS:
             raise ValueError(f"auto_offset_reset must be one of {OFFSET_RESETS}, not {auto_offset_reset!r}")
         if isolation_level not in ISOLATION_LEVELS:
@@ -223,6 +253,18 @@ class Consumer:
         self.metadata_max_age_ms = metadata_max_age_ms
         self.connect_timeout_ms = connect_timeout_ms
         self.default_api_timeout_ms = default_api_timeout_ms
+        self.group_id = group_id
+        self.group_instance_id = group_instance_id
+        self.enable_auto_commit = group_id is not None if enable_auto_commit is None else enable_auto_commit
+        if self.enable_auto_commit and group_id is None:
+            raise ValueError("enable_auto_commit needs a group_id")
+        self.auto_commit_interval_ms = auto_commit_interval_ms
+        self.session_timeout_ms = session_timeout_ms
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self.max_poll_interval_ms = max_poll_interval_ms
+        self.partition_assignment_strategy = tuple(partition_assignment_strategy)
+        self._group: GroupCoordinator | None = None
+        self._subscription: tuple[list[str], re.Pattern[str] | None, dict[str, Callback | None]] | None = None
         self._assigned: dict[TopicPartition, _PartitionState] = {}
         self._completed: deque[tuple[int, _CompletedFetch]] = deque()  # (node, fetch)
         self._buffered_per_node: dict[int, int] = {}
@@ -247,6 +289,20 @@ class Consumer:
             raise
         self.cluster.add_listener(self._on_cluster_change)
         self._started = True
+        if self.group_id is not None:
+            self._group = GroupCoordinator(
+                self, self.cluster, group_id=self.group_id, group_instance_id=self.group_instance_id,
+                session_timeout_ms=self.session_timeout_ms, heartbeat_interval_ms=self.heartbeat_interval_ms,
+                max_poll_interval_ms=self.max_poll_interval_ms, assignors=self.partition_assignment_strategy,
+                enable_auto_commit=self.enable_auto_commit, auto_commit_interval_ms=self.auto_commit_interval_ms,
+                request_timeout_ms=self.request_timeout_ms, default_api_timeout_ms=self.default_api_timeout_ms,
+                retry_backoff_ms=self.retry_backoff_ms, retry_backoff_max_ms=self.retry_backoff_max_ms,
+                metadata_max_age_ms=self.metadata_max_age_ms)
+            if self._subscription is not None:
+                topics, pattern, callbacks = self._subscription
+                self._group.subscribe(topics, pattern, on_revoked=callbacks["revoked"],
+                                      on_assigned=callbacks["assigned"], on_lost=callbacks["lost"])
+                self._group.start()
         if self._assigned:
             self.cluster.add_topics({tp[0] for tp in self._assigned})
 
@@ -260,9 +316,16 @@ class Consumer:
     async def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
         if not self._started:
+            self._closed = True
             return
+        if self._group is not None:
+            positions = self._group_positions() if self.enable_auto_commit else None
+            try:
+                await self._group.close(commit_offsets=positions)
+            except Exception:  # close must go on (connections, tasks) whatever the group did
+                log.exception("group %s: close failed", self.group_id)
+        self._closed = True
         tasks = [*self._fetchers.values(), *([self._reset_task] if self._reset_task else [])]
         for task in tasks:
             task.cancel()
@@ -281,6 +344,11 @@ class Consumer:
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         """Replace the assignment. Positions of partitions that stay assigned are kept."""
         self._check_open()
+        if self._subscription is not None:
+            raise ClientError("assign() and subscribe() exclude each other: unsubscribe() first")
+        self._assign(partitions)
+
+    def _assign(self, partitions: Iterable[TopicPartition]) -> None:
         wanted = [(str(t), int(p)) for t, p in partitions]
         if len(wanted) > ASSIGNMENT_PARTITIONS_MAX:
             raise ValueError(f"more than {ASSIGNMENT_PARTITIONS_MAX} partitions")
@@ -295,6 +363,109 @@ class Consumer:
 
     def assignment(self) -> set[TopicPartition]:
         return set(self._assigned)
+
+    # ------------------------------------------------------------------ groups
+    def subscribe(self, topics: Iterable[str] | None = None, *, pattern: str | re.Pattern[str] | None = None,
+                  on_partitions_revoked: Callback | None = None, on_partitions_assigned: Callback | None = None,
+                  on_partitions_lost: Callback | None = None) -> None:
+        """Join the group for `topics`, or for every topic whose whole name matches `pattern`.
+
+        Callbacks take the list of partitions (plain functions or coroutine functions). Revoked is
+        called before a rebalance gives the partitions up (after the auto commit), lost instead of it
+        when they were taken away (generation ended; default: the revoked callback), assigned after
+        a new assignment and before the committed offsets are looked up (a seek there wins).
+        """
+        self._check_open()
+        if self.group_id is None:
+            raise ClientError("subscribe() needs a group_id")
+        if (topics is None) == (pattern is None):
+            raise ValueError("give topics or pattern, not both and not neither")
+        if self._subscription is None and self._assigned:
+            raise ClientError("assign() and subscribe() exclude each other: assign([]) first")
+        names = sorted({str(t) for t in topics or ()})
+        if topics is not None and not names:
+            self.unsubscribe()
+            return
+        compiled = re.compile(pattern) if isinstance(pattern, str) else pattern
+        callbacks = {"revoked": on_partitions_revoked, "assigned": on_partitions_assigned, "lost": on_partitions_lost}
+        self._subscription = (names, compiled, callbacks)
+        if self._group is not None:
+            self._group.subscribe(names, compiled, on_revoked=on_partitions_revoked,
+                                  on_assigned=on_partitions_assigned, on_lost=on_partitions_lost)
+            self._group.start()
+
+    def unsubscribe(self) -> None:
+        """Drop the subscription and the assignment now; in the background the revoke callback runs
+        (after the auto commit) and the member leaves the group."""
+        self._subscription = None
+        if self._group is not None:
+            self._group.unsubscribe()
+            self._assign([])
+
+    def subscription(self) -> set[str]:
+        """The subscribed topics (for a pattern: the topics it matched at the last join)."""
+        if self._subscription is None:
+            return set()
+        if self._subscription[1] is not None and self._group is not None:
+            return set(self._group.subscribed_topics)
+        return set(self._subscription[0])
+
+    def _require_group(self) -> GroupCoordinator:
+        self._check_open()
+        if self.group_id is None:
+            raise ClientError("commit() and committed() need a group_id")
+        if self._group is None:
+            raise ClientClosedError("the consumer is not started")
+        return self._group
+
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit `offsets` ({tp: offset of the next record to read}), default every assigned position.
+
+        Waits for the coordinator's answer (retrying retriable errors up to default_api_timeout_ms).
+        Raises CommitFailedError when the member's generation ended (a rebalance took the partitions).
+        """
+        group = self._require_group()
+        if offsets is not None:
+            offsets = {(str(tp[0]), int(tp[1])): int(o) for tp, o in offsets.items()}
+            if any(o < 0 for o in offsets.values()):
+                raise ValueError("offsets must be >= 0")
+        await group.commit(offsets)
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset for `tp`, or None."""
+        group = self._require_group()
+        tp = (str(tp[0]), int(tp[1]))
+        return (await group.committed([tp])).get(tp)
+
+    # the GroupHost interface (client/group/coordinator.py)
+    def _group_assign(self, partitions: list[TopicPartition]) -> None:
+        self._assign(partitions)
+        for state in self._assigned.values():
+            if state.position is None and state.reset is None:
+                state.awaiting_committed = True
+        self._data.set()
+
+    def _group_awaiting(self) -> list[TopicPartition]:
+        return [tp for tp, state in self._assigned.items() if state.awaiting_committed]
+
+    def _group_seek_committed(self, offsets: Mapping[TopicPartition, int | None]) -> None:
+        for tp, offset in offsets.items():
+            state = self._assigned.get(tp)
+            if state is None or not state.awaiting_committed:
+                continue
+            if offset is not None:
+                state.seek(offset)
+            else:
+                state.awaiting_committed = False  # the next poll resets it by auto_offset_reset
+        self._wake_fetchers()
+        self._data.set()
+
+    def _group_positions(self) -> dict[TopicPartition, int]:
+        return {tp: state.position for tp, state in self._assigned.items()
+                if state.position is not None and not state.awaiting_committed}
+
+    def _group_notify(self) -> None:
+        self._data.set()
 
     def _state(self, tp: TopicPartition) -> _PartitionState:
         state = self._assigned.get((tp[0], tp[1]))
@@ -374,7 +545,11 @@ class Consumer:
             raise ClientClosedError("the consumer is not started")
         limit = self.max_poll_records if max_records is None else max_records
         deadline = self._loop.time() + max(timeout_ms, 0) / 1000
+        if self._group is not None:
+            self._group.on_poll(self._group_positions())
         while True:
+            if self._group is not None and self._group.fatal is not None:
+                raise self._group.fatal
             self._raise_errors()
             records = self._drain(limit)
             if records:
@@ -435,6 +610,8 @@ class Consumer:
             return
         needed = {}
         for tp, state in self._assigned.items():
+            if state.awaiting_committed:
+                continue
             if state.reset is not None:
                 needed[tp] = state.reset
             elif state.position is None and state.error is None:

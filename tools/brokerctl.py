@@ -6,6 +6,7 @@ Online commands (they talk to a cluster through replog's client, `client/`; docs
     topics create|list|describe|alter|delete    tools/brokerctl_topics.py
     produce TOPIC / consume TOPIC                tools/brokerctl_produce.py, tools/brokerctl_consume.py
     cluster describe                             tools/brokerctl_cluster.py
+    groups list|describe|delete|reset-offsets    tools/brokerctl_groups.py
 
 `-b` defaults to $REPLOG_BOOTSTRAP, else 127.0.0.1:9092. Their error contract (one stderr line,
 exit codes 1 / 2 / 130, never a traceback) is in tools/brokerctl_common.py.
@@ -71,6 +72,7 @@ from tools.brokerctl_common import (
     to_json_line,
 )
 from tools.brokerctl_consume import consume_command
+from tools.brokerctl_groups import groups_group
 from tools.brokerctl_produce import produce_command
 from tools.brokerctl_topics import topics_group
 
@@ -369,6 +371,7 @@ main.add_command(topics_group)
 main.add_command(produce_command)
 main.add_command(consume_command)
 main.add_command(cluster_group)
+main.add_command(groups_group)
 
 
 @main.group("log")

@@ -8,6 +8,12 @@ records produced after the start are printed; `--from-beginning` from each parti
 `earliest` / `latest`. The start positions are resolved (ListOffsets) before the first fetch. An
 offset outside [log start, high watermark] is an error, not a silent reset.
 
+With `--group G` it consumes as a member of consumer group G (client/group/): the group assigns
+the partitions (other members of G share them), each partition starts at G's committed offset, or,
+without one, at its end (`--from-beginning`: its log start), and the positions are committed
+every 5 s and when the command stops (then it leaves the group). `--partition` / `--offset` do not
+apply to a group.
+
 When it stops: after `--max-messages N` records, or when no record arrived for `--timeout-ms T`
 (counted from the start, then from the last record), or on Ctrl-C. Without either option it
 follows the topic until interrupted. These three are success (exit 0, and one summary line on
@@ -61,6 +67,7 @@ class ConsumeOptions:
     timeout_ms: int | None = None
     as_json: bool = False
     key_separator: bytes | None = None  # None: values only
+    group: str | None = None
 
 
 @dataclass
@@ -110,10 +117,19 @@ async def _start_positions(consumer: Consumer, topic: str, options: ConsumeOptio
 
 async def consume(found: Settings, topic: str, options: ConsumeOptions, out: IO[bytes],
                   progress: ConsumeProgress) -> None:
-    client = Consumer(found.bootstrap_server, auto_offset_reset="none", default_api_timeout_ms=API_TIMEOUT_MS,
-                      **found.client_config())
+    if options.group is not None:
+        reset = "earliest" if options.from_beginning else "latest"
+        client = Consumer(found.bootstrap_server, group_id=options.group, auto_offset_reset=reset,
+                          default_api_timeout_ms=API_TIMEOUT_MS, **found.client_config())
+    else:
+        client = Consumer(found.bootstrap_server, auto_offset_reset="none", default_api_timeout_ms=API_TIMEOUT_MS,
+                          **found.client_config())
     async with started(client, found) as consumer:
-        await _start_positions(consumer, topic, options)
+        if options.group is not None:
+            await topic_partitions(consumer.cluster, topic)  # an unknown topic fails the command
+            consumer.subscribe([topic])
+        else:
+            await _start_positions(consumer, topic, options)
         # Ctrl-C: asyncio.run cancels this, its main task. Following a topic until interrupted is
         # the normal way to stop, as with kafka-console-consumer: close, summarize, exit 0.
         with contextlib.suppress(asyncio.CancelledError):
@@ -167,15 +183,21 @@ def _check_offset(ctx: click.Context, param: click.Parameter, value: str | None)
 @click.option("--json", "as_json", is_flag=True, help="JSON Lines: topic, partition, offset, timestamp, key, "
                                                       "value, headers (see the module docstring).")
 @click.option("--print-key", is_flag=True, help="Text output `key SEP value`.")
+@click.option("--group", default=None, metavar="G",
+              help="Consume as a member of consumer group G (committed offsets, shared partitions).")
 @click.option("--key-separator", metavar="SEP", default=None,
               help="The SEP of --print-key (implies it)  [default: a tab]")
 @click.pass_context
 def consume_command(ctx: click.Context, topic: str, from_beginning: bool, partition: int | None, offset: str | None,
                     max_messages: int | None, timeout_ms: int | None, as_json: bool, print_key: bool,
-                    key_separator: str | None) -> None:
+                    key_separator: str | None, group: str | None) -> None:
     """Print the records of TOPIC: new ones by default, or from --from-beginning / --offset."""
     if offset is not None and partition is None:
         raise click.UsageError("--offset needs --partition", ctx=ctx)
+    if group is not None and (partition is not None or offset is not None):
+        raise click.UsageError("--group assigns the partitions: drop --partition / --offset", ctx=ctx)
+    if group is not None and not group:
+        raise click.UsageError("--group needs a non-empty name", ctx=ctx)
     if offset is not None and from_beginning:
         raise click.UsageError("--offset and --from-beginning exclude each other", ctx=ctx)
     if as_json and (print_key or key_separator is not None):
@@ -183,7 +205,7 @@ def consume_command(ctx: click.Context, topic: str, from_beginning: bool, partit
     separator = None
     if print_key or key_separator is not None:
         separator = ("\t" if key_separator is None else key_separator).encode("utf-8", "surrogateescape")
-    options = ConsumeOptions(from_beginning, partition, offset, max_messages, timeout_ms, as_json, separator)
+    options = ConsumeOptions(from_beginning, partition, offset, max_messages, timeout_ms, as_json, separator, group)
     progress = ConsumeProgress()
     out = click.get_binary_stream("stdout")
     try:

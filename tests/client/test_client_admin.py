@@ -87,3 +87,33 @@ def test_errors_carry_the_code_and_the_broker_message(broker) -> None:
             assert "checked" not in await admin.list_topics()
 
     asyncio.run(run())
+
+
+def test_describe_an_offline_partition_without_waiting_for_its_offsets() -> None:
+    """A partition without a leader (LEADER_NOT_AVAILABLE, leader -1) cannot answer ListOffsets: it is
+    described at once with offsets None, the others with theirs (scripted fake broker)."""
+    from client_fakebroker import FakeBroker
+
+    from client.admin import PartitionDescription
+
+    async def run() -> None:
+        fake = await FakeBroker({"t": 3}).start()
+        try:
+            fake.partition_overrides[("t", 1)] = {"leader_id": -1, "error_code": ErrorCode.LEADER_NOT_AVAILABLE,
+                                                  "isr_nodes": [], "offline_replicas": [1]}
+            async with Producer(fake.bootstrap, linger_ms=0) as producer:
+                await producer.send_and_wait("t", b"v", partition=2)
+            async with Admin(fake.bootstrap, default_api_timeout_ms=30_000) as admin:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                partitions = (await admin.describe_topics(["t"]))["t"].partitions
+                elapsed = loop.time() - started
+            assert partitions == [
+                PartitionDescription(0, 1, 0, (1,), (1,), (), 0, 0),
+                PartitionDescription(1, -1, 0, (1,), (), (1,), None, None, ErrorCode.LEADER_NOT_AVAILABLE),
+                PartitionDescription(2, 1, 0, (1,), (1,), (), 0, 1)]
+            assert elapsed < 5  # not the 30 s api timeout of ListOffsets retries
+        finally:
+            await fake.stop()
+
+    asyncio.run(run())

@@ -106,11 +106,6 @@ def test_out_of_range_without_reset_raises_until_seek(broker) -> None:
     asyncio.run(run())
 
 
-def test_group_id_is_not_implemented_yet() -> None:
-    with pytest.raises(NotImplementedError):
-        Consumer("127.0.0.1:1", group_id="g")
-
-
 # --- batch decoding, without a broker --------------------------------------------------------------
 
 def _batch(base_offset: int, values: list[bytes], **kwargs: object) -> bytearray:

@@ -4,15 +4,19 @@ shapes, and the broker's refusals as one stderr line with exit code 1."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
 from click.testing import CliRunner, Result
 
+import tools.brokerctl_topics
 from client.sync import SyncProducer
 from tools.brokerctl import main
+from tools.brokerctl_topics import is_unavailable, is_under_replicated, select_partitions
 
-PARTITION_KEYS = {"partition", "leader", "leader_epoch", "replicas", "isr", "log_start_offset", "high_watermark"}
+PARTITION_KEYS = {"partition", "leader", "leader_epoch", "replicas", "isr", "offline_replicas", "log_start_offset",
+                  "high_watermark", "error"}
 
 
 def cli(bootstrap: str, *args: str, input: bytes | None = None) -> Result:
@@ -38,13 +42,14 @@ def test_topic_lifecycle(broker) -> None:
     assert cli(b, "topics", "list").stdout == "audit\norders\n"
     assert json.loads(cli(b, "topics", "list", "--json").stdout) == ["audit", "orders"]
 
-    described = json.loads(cli(b, "topics", "describe", "orders", "--json").stdout)
+    (described,) = json.loads(cli(b, "topics", "describe", "orders", "--json").stdout)
     assert set(described) == {"name", "partitions", "configs"}
     assert described["name"] == "orders"
     assert [p["partition"] for p in described["partitions"]] == [0, 1, 2]
     for p in described["partitions"]:
         assert set(p) == PARTITION_KEYS
         assert (p["leader"], p["leader_epoch"], p["replicas"], p["isr"]) == (1, 0, [1], [1])
+        assert (p["offline_replicas"], p["error"]) == ([], None)
         assert (p["log_start_offset"], p["high_watermark"]) == (0, 0)
     # only the configs the topic sets, as kafka-topics --describe shows them
     assert described["configs"] == {"cleanup.policy": "delete", "retention.ms": "3600000"}
@@ -59,7 +64,7 @@ def test_topic_lifecycle(broker) -> None:
     result = cli(b, "topics", "alter", "orders", "--config", "retention.ms=7200000", "--config",
                  "max.message.bytes=2000000", "--delete-config", "cleanup.policy")
     assert (result.exit_code, result.stdout) == (0, "Altered configs of topic orders.\n")
-    assert json.loads(cli(b, "topics", "describe", "orders", "--json").stdout)["configs"] == {
+    assert json.loads(cli(b, "topics", "describe", "orders", "--json").stdout)[0]["configs"] == {
         "max.message.bytes": "2000000", "retention.ms": "7200000"}
 
     result = cli(b, "topics", "delete", "audit")
@@ -73,7 +78,7 @@ def test_describe_reports_offsets(broker) -> None:
         for i in range(5):
             producer.send("events", b"v%d" % i, partition=i % 2)
         producer.flush()
-    described = json.loads(cli(broker.bootstrap, "topics", "describe", "events", "--json").stdout)
+    (described,) = json.loads(cli(broker.bootstrap, "topics", "describe", "events", "--json").stdout)
     assert [(p["log_start_offset"], p["high_watermark"]) for p in described["partitions"]] == [(0, 3), (0, 2)]
     assert described["configs"] == {}
     assert "Configs: \n" in cli(broker.bootstrap, "topics", "describe", "events").stdout
@@ -82,7 +87,7 @@ def test_describe_reports_offsets(broker) -> None:
 def test_create_takes_the_brokers_defaults(start_broker) -> None:
     broker = start_broker("--set", "num.partitions=4")
     assert cli(broker.bootstrap, "topics", "create", "defaulted").exit_code == 0
-    described = json.loads(cli(broker.bootstrap, "topics", "describe", "defaulted", "--json").stdout)
+    (described,) = json.loads(cli(broker.bootstrap, "topics", "describe", "defaulted", "--json").stdout)
     assert len(described["partitions"]) == 4
     assert {len(p["replicas"]) for p in described["partitions"]} == {1}
 
@@ -113,7 +118,7 @@ def test_broker_refusals_are_one_line(broker) -> None:
     ["topics", "create"],
     ["topics", "alter", "t"],
     ["topics", "alter", "t", "--config", "retention.ms=1", "--delete-config", "retention.ms"],
-    ["topics", "describe"],
+    ["topics", "describe", "--under-replicated=yes"],
     ["topics", "frobnicate"],
     ["nonsense"],
 ], ids=lambda args: "-".join(a.strip("-") for a in args[1:]) or args[0])
@@ -144,3 +149,95 @@ def test_bootstrap_from_the_environment(broker) -> None:
     assert cli(broker.bootstrap, "topics", "create", "envy").exit_code == 0
     result = CliRunner(env={"REPLOG_BOOTSTRAP": broker.bootstrap}).invoke(main, ["topics", "list"])
     assert (result.exit_code, result.stdout) == (0, "envy\n")
+
+
+def test_describe_every_topic_and_several_names(broker) -> None:
+    b = broker.bootstrap
+    for name, partitions in (("beta", "1"), ("alpha", "2")):
+        assert cli(b, "topics", "create", name, "--partitions", partitions).exit_code == 0
+    every = json.loads(cli(b, "topics", "describe", "--json").stdout)
+    assert [(t["name"], len(t["partitions"])) for t in every] == [("alpha", 2), ("beta", 1)]
+    named = json.loads(cli(b, "topics", "describe", "beta", "alpha", "beta", "--json").stdout)
+    assert [t["name"] for t in named] == ["beta", "alpha"]  # as named, each once
+    text = cli(b, "topics", "describe").stdout.splitlines()
+    assert [line.split("\t")[0] for line in text if not line.startswith("\t")] == ["Topic: alpha", "Topic: beta"]
+    assert len(text) == 2 + 3
+    assert_one_line_error(cli(b, "topics", "describe", "alpha", "ghost"), 1, "UNKNOWN_TOPIC_OR_PARTITION")
+
+
+def test_describe_filters_on_a_healthy_single_node(broker) -> None:
+    # RF=1 on one live broker: nothing is under-replicated or unavailable
+    assert cli(broker.bootstrap, "topics", "create", "calm", "--partitions", "2").exit_code == 0
+    for flags in (["--under-replicated"], ["--unavailable"], ["--under-replicated", "--unavailable"]):
+        result = cli(broker.bootstrap, "topics", "describe", *flags, "--json")
+        assert (result.exit_code, json.loads(result.stdout)) == (0, [])
+        result = cli(broker.bootstrap, "topics", "describe", "calm", *flags)
+        assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+
+
+# --- the filters on canned metadata (a single node cannot be under-replicated or offline) ----------
+
+def canned_partition(partition: int, leader: int, replicas: list[int], isr: list[int], *,
+                     offline: list[int] | None = None) -> dict:
+    live = leader >= 0
+    return {"partition": partition, "leader": leader, "leader_epoch": 3, "replicas": replicas, "isr": isr,
+            "offline_replicas": offline or [], "log_start_offset": 0 if live else None,
+            "high_watermark": 7 if live else None, "error": None if live else "LEADER_NOT_AVAILABLE"}
+
+
+CANNED = [
+    {"name": "a", "configs": {}, "partitions": [
+        canned_partition(0, 1, [1, 2, 3], [1, 2, 3]),                # healthy
+        canned_partition(1, 2, [2, 3, 1], [2, 3]),                   # under-replicated
+        canned_partition(2, -1, [3, 1, 2], [3], offline=[3]),        # offline: under-replicated too
+        canned_partition(3, 4, [4, 1, 2], [4, 1, 2])]},              # leader 4 is not a live broker
+    {"name": "b", "configs": {"retention.ms": "1"}, "partitions": [
+        canned_partition(0, 1, [1, 2], [1, 2])]},
+]
+LIVE = {1, 2, 3}
+
+
+def test_is_under_replicated_and_is_unavailable() -> None:
+    partitions = CANNED[0]["partitions"]
+    assert [is_under_replicated(p) for p in partitions] == [False, True, True, False]
+    assert [is_unavailable(p, LIVE) for p in partitions] == [False, False, True, True]
+
+
+@pytest.mark.parametrize(("under_replicated", "unavailable", "expected"), [
+    (False, False, {"a": [0, 1, 2, 3], "b": [0]}),
+    (True, False, {"a": [1, 2]}),
+    (False, True, {"a": [2, 3]}),
+    (True, True, {"a": [1, 2, 3]}),  # either filter selects
+])
+def test_select_partitions(under_replicated: bool, unavailable: bool, expected: dict[str, list[int]]) -> None:
+    selected = select_partitions(CANNED, LIVE, under_replicated=under_replicated, unavailable=unavailable)
+    assert {t["name"]: [p["partition"] for p in t["partitions"]] for t in selected} == expected
+    assert [p["partition"] for p in CANNED[0]["partitions"]] == [0, 1, 2, 3]  # the input is left as it was
+
+
+def test_describe_command_filters_canned_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, ...]] = []
+
+    async def canned(client: object, names: tuple[str, ...]) -> tuple[list[dict], set[int]]:
+        asked.append(tuple(names))
+        return CANNED, LIVE
+
+    monkeypatch.setattr(tools.brokerctl_topics, "describe_topics", canned)
+    monkeypatch.setattr(tools.brokerctl_topics, "admin_session", lambda found: contextlib.nullcontext(None))
+    result = cli("127.0.0.1:1", "topics", "describe", "--unavailable", "--json")
+    assert result.exit_code == 0, result.stderr
+    (topic,) = json.loads(result.stdout)
+    assert [p["partition"] for p in topic["partitions"]] == [2, 3]
+    assert set(topic["partitions"][0]) == PARTITION_KEYS
+    assert topic["partitions"][0]["error"] == "LEADER_NOT_AVAILABLE"
+
+    text = cli("127.0.0.1:1", "topics", "describe", "a", "--under-replicated").stdout.splitlines()
+    assert text == [
+        "\tTopic: a\tPartition: 1\tLeader: 2\tLeaderEpoch: 3\tReplicas: 2,3,1\tIsr: 2,3\tLogStartOffset: 0\t"
+        "HighWatermark: 7",
+        "\tTopic: a\tPartition: 2\tLeader: none\tLeaderEpoch: 3\tReplicas: 3,1,2\tIsr: 3\tLogStartOffset: none\t"
+        "HighWatermark: none\tOffline: 3"]  # no topic header lines when filtering, as kafka-topics
+    text = cli("127.0.0.1:1", "topics", "describe").stdout.splitlines()
+    assert text[0] == "Topic: a\tPartitionCount: 4\tReplicationFactor: 3\tConfigs: "
+    assert text[5] == "Topic: b\tPartitionCount: 1\tReplicationFactor: 2\tConfigs: retention.ms=1"
+    assert asked == [(), ("a",), ()]
