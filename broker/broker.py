@@ -25,6 +25,7 @@ from typing import Any
 from broker import loop_lag
 from broker.cluster import ImageTopicStore, QuorumMetadata
 from broker.config import BrokerConfig
+from broker.groups.coordinator import GroupCoordinator
 from broker.identity import DataDirLock, ensure_identity
 from broker.partition import Partition
 from broker.producer_ids import ProducerIdAllocator
@@ -90,6 +91,7 @@ class Broker:
         # called with a Partition whenever this broker starts or stops leading it (or drops it);
         # e.g. the group coordinator loads or unloads the groups of a __consumer_offsets partition
         self.role_listeners: list[Callable[[Partition], None]] = []
+        self.groups = GroupCoordinator(self)  # consumer groups (broker/groups/); a role listener
         self.server: Server | None = None
         self.host = ""
         self.port = 0
@@ -137,6 +139,7 @@ class Broker:
             self.lock.release()
             raise
         self._start_timers()
+        await self.groups.start()
 
     async def stop(self, controlled: bool = True) -> None:
         """Stop; `controlled`: first hand leaderships to other brokers (controlled shutdown)."""
@@ -146,6 +149,7 @@ class Broker:
             except Exception:
                 log.exception("controlled shutdown failed")
         await cancel_and_wait(self._tasks)
+        await self.groups.stop()
         await self.replication.stop()
         if self.server is not None:
             await self.server.stop()

@@ -175,6 +175,25 @@ BROKER_SETTINGS: tuple[Setting, ...] = (
     Setting("log.flush.interval.messages", "log_flush_interval_messages", _int, 2**63 - 1, 1, ""),
     Setting("log.flush.interval.ms", "log_flush_interval_ms", _int, 2**63 - 1, 0, ""),
     Setting("log.message.timestamp.type", "log_message_timestamp_type", _timestamp_type, "CreateTime", None, ""),
+    # consumer groups (broker/groups/, docs/groups.md)
+    Setting("offsets.topic.num.partitions", "offsets_topic_num_partitions", _int, 10, 1,
+            "partitions of __consumer_offsets, fixed at its creation (Kafka: 50)"),
+    Setting("offsets.topic.replication.factor", "offsets_topic_replication_factor", _int, -1, -1,
+            "RF of __consumer_offsets; -1: min(3, number of controller.quorum.voters)"),
+    Setting("offsets.topic.segment.bytes", "offsets_topic_segment_bytes", _int, 104857600, 1024, ""),
+    Setting("offsets.commit.timeout.ms", "offsets_commit_timeout_ms", _int, 5000, 1,
+            "an offset commit or group write waits this long for the high watermark"),
+    Setting("offsets.retention.minutes", "offsets_retention_minutes", _int, 10080, 1,
+            "offsets of a group Empty this long are deleted"),
+    Setting("offsets.retention.check.interval.ms", "offsets_retention_check_interval_ms", _int, 600000, 1, ""),
+    Setting("offset.metadata.max.bytes", "offset_metadata_max_bytes", _int, 4096, 0, ""),
+    Setting("group.min.session.timeout.ms", "group_min_session_timeout_ms", _int, 6000, 1, ""),
+    Setting("group.max.session.timeout.ms", "group_max_session_timeout_ms", _int, 1800000, 1, ""),
+    Setting("group.initial.rebalance.delay.ms", "group_initial_rebalance_delay_ms", _int, 3000, 0,
+            "a new group waits this long for more members before its first generation"),
+    Setting("group.max.size", "group_max_size", _int, 1000, 1, "members per group (Kafka: unbounded)"),
+    Setting("group.coordinator.groups.max", "group_coordinator_groups_max", _int, 10000, 1,
+            "groups one coordinator (broker) holds; new groups beyond get COORDINATOR_NOT_AVAILABLE"),
 )
 
 # topic config name -> (LogConfig field, parser, broker setting it defaults to)

@@ -35,7 +35,7 @@ def build_apis(broker: Broker) -> dict[int, ApiSpec]:
         0: ApiSpec(0, 8, produce.handler(broker)),
         1: ApiSpec(4, 12, fetch.handler(broker)),
         2: ApiSpec(1, 5, offsets.list_offsets_handler(broker)),
-        3: ApiSpec(4, 8, metadata.handler(broker)),
+        3: ApiSpec(4, 9, metadata.handler(broker)),
         10: ApiSpec(0, 2, coordinator.find_coordinator_handler(broker)),
         19: ApiSpec(2, 4, topics.create_topics_handler(broker)),
         20: ApiSpec(1, 3, topics.delete_topics_handler(broker)),
@@ -44,5 +44,10 @@ def build_apis(broker: Broker) -> dict[int, ApiSpec]:
         32: ApiSpec(1, 3, configs.describe_configs_handler(broker)),
         44: ApiSpec(0, 0, configs.incremental_alter_configs_handler(broker)),
     }
+    from broker.handlers import groups
+    groups.register(broker, apis)  # consumer groups: 8, 9, 11-16, 42 (broker/handlers/groups.py)
+    if broker.quorum is not None:
+        from broker.handlers import describe_quorum
+        apis[55] = ApiSpec(0, 2, describe_quorum.handler(broker))
     apis[18] = ApiSpec(0, 3, api_versions.handler(apis))
     return apis

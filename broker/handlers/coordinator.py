@@ -1,8 +1,10 @@
 """FindCoordinator (10) v0-2 and InitProducerId (22) v0-1.
 
-FindCoordinator answers with this broker for groups (the group coordinator lands with the
-consumer-groups issue; librdkafka compresses only when this API is advertised) and
-COORDINATOR_NOT_AVAILABLE for transaction coordinators (no transactions).
+FindCoordinator (librdkafka compresses only when this API is advertised): for a group, the leader
+of its `__consumer_offsets` partition, `abs(java_string_hashcode(group)) % partitions` (Kafka's
+rule; broker/groups/coordinator.py), creating the topic on first use (COORDINATOR_NOT_AVAILABLE
+until it exists and the partition has a live leader); COORDINATOR_NOT_AVAILABLE for transaction
+coordinators (no transactions).
 InitProducerId hands out a fresh producer id (never reissued, see broker/producer_ids.py) with
 epoch 0 to idempotent producers; a transactional id is refused (no transactions yet).
 """
@@ -23,12 +25,13 @@ KEY_TYPE_GROUP = 0
 
 def find_coordinator_handler(broker: Broker) -> Handler:
     async def handle(conn: Any, header: Any, body: dict[str, Any]) -> dict[str, Any]:
-        host, port = broker.advertised_host_port
         if body.get("key_type", KEY_TYPE_GROUP) != KEY_TYPE_GROUP:
             return {"throttle_time_ms": 0, "error_code": ErrorCode.COORDINATOR_NOT_AVAILABLE,
                     "error_message": "transactions are not supported", "node_id": -1, "host": "", "port": -1}
-        return {"throttle_time_ms": 0, "error_code": 0, "error_message": None, "node_id": broker.node_id,
-                "host": host, "port": port}
+        error, node_id, host, port = await broker.groups.find_coordinator(body["key"])
+        return {"throttle_time_ms": 0, "error_code": error,
+                "error_message": ErrorCode(error).name if error else None, "node_id": node_id, "host": host,
+                "port": port}
     return handle
 
 

@@ -33,7 +33,8 @@ def topic_metadata(broker: Broker, info: TopicInfo) -> dict[str, Any]:
             "partition_index": index, "leader_id": node if partition is not None else -1,
             "leader_epoch": partition.leader_epoch if partition is not None else -1,
             "replica_nodes": [node], "isr_nodes": [node], "offline_replicas": []})
-    return {"error_code": 0, "name": info.name, "is_internal": False, "partitions": partitions,
+    return {"error_code": 0, "name": info.name, "is_internal": info.name == "__consumer_offsets",
+            "partitions": partitions,
             "topic_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED}
 
 
@@ -56,7 +57,7 @@ def quorum_topic_metadata(broker: Broker, name: str) -> dict[str, Any]:
                            "leader_id": part.leader if error != ErrorCode.KAFKA_STORAGE_ERROR else -1,
                            "leader_epoch": part.leader_epoch, "replica_nodes": list(part.replicas),
                            "isr_nodes": list(part.isr), "offline_replicas": offline})
-    return {"error_code": 0, "name": name, "is_internal": False, "partitions": partitions,
+    return {"error_code": 0, "name": name, "is_internal": name == "__consumer_offsets", "partitions": partitions,
             "topic_authorized_operations": AUTHORIZED_OPERATIONS_OMITTED}
 
 

@@ -34,15 +34,25 @@ EXPECTED_TABLE = {
     0: (0, 8),    # Produce: min 0 so that kcat (librdkafka 2.0.2) compresses; v0-2 answered with error 35
     1: (4, 12),   # Fetch: >= 4 for librdkafka's MsgVer2; <= 12 (no topic ids)
     2: (1, 5),    # ListOffsets
-    3: (4, 8),    # Metadata: v4 is kafka-python's marker for magic v2 and idempotence
+    3: (4, 9),    # Metadata: v4 is kafka-python's marker for magic v2; librdkafka trusts leader epochs from v9
+    8: (2, 7),    # OffsetCommit (consumer groups: broker/handlers/groups.py, highest non-flexible versions)
+    9: (1, 5),    # OffsetFetch
     10: (0, 2),   # FindCoordinator: librdkafka gates lz4 on it
+    11: (0, 5),   # JoinGroup (v4+: MEMBER_ID_REQUIRED)
+    12: (0, 3),   # Heartbeat
+    13: (0, 3),   # LeaveGroup
+    14: (0, 3),   # SyncGroup
+    15: (0, 4),   # DescribeGroups
+    16: (0, 2),   # ListGroups
     18: (0, 3),   # ApiVersions
     19: (2, 4),   # CreateTopics
     20: (1, 3),   # DeleteTopics
     22: (0, 1),   # InitProducerId: kafka-python's producer needs it by default
     23: (2, 3),   # OffsetForLeaderEpoch
     32: (1, 3),   # DescribeConfigs
+    42: (0, 1),   # DeleteGroups
     44: (0, 0),   # IncrementalAlterConfigs
+    55: (0, 2),   # DescribeQuorum (the metadata quorum, KIP-595)
 }
 
 
@@ -134,10 +144,10 @@ def test_produce_v0_to_v2_get_unsupported_version_per_partition(conn: KafkaConne
 @pytest.mark.parametrize(("api_key", "version", "body"), [
     pytest.param(API_FETCH, 3, {"max_wait_ms": 0, "min_bytes": 1, "topics": []}, id="fetch-v3-below-min"),
     pytest.param(API_FETCH, 13, {"max_wait_ms": 0, "min_bytes": 1, "topics": []}, id="fetch-v13-above-max"),
-    pytest.param(API_METADATA, 9, {"topics": []}, id="metadata-v9-flexible"),
+    pytest.param(API_METADATA, 10, {"topics": []}, id="metadata-v10-topic-ids"),
     pytest.param(API_METADATA, 0, {"topics": []}, id="metadata-v0"),
     pytest.param(API_PRODUCE, 9, {"acks": 1, "timeout_ms": 100, "topic_data": []}, id="produce-v9"),
-    pytest.param(8, 2, {"group_id": "g", "topics": []}, id="offset-commit-not-served"),
+    pytest.param(8, 8, {"group_id": "g", "topics": []}, id="offset-commit-v8-above-max"),
 ])
 def test_an_unsupported_version_of_another_api_closes_the_connection(
         shared_broker, conn: KafkaConnection, api_key: int, version: int, body: dict) -> None:

@@ -30,7 +30,9 @@ which versions are *advertised* is the broker's choice (KAFKA_PROTOCOL.md §1.4,
 | 22  | InitProducerId          | 0-6      | 2+       |
 | 23  | OffsetForLeaderEpoch    | 0-4      | 4+       |
 | 32  | DescribeConfigs         | 0-4      | 4+       |
+| 42  | DeleteGroups            | 0-2      | 2+       |
 | 44  | IncrementalAlterConfigs | 0-1      | 1+       |
+| 55  | DescribeQuorum          | 0-2      | 0+       |
 | 60  | DescribeCluster         | 0-2      | 0+       |
 """
 
@@ -41,11 +43,13 @@ from types import ModuleType
 from client.wire.messages import (
     api_versions,
     create_topics,
+    delete_groups,
     delete_records,
     delete_topics,
     describe_cluster,
     describe_configs,
     describe_groups,
+    describe_quorum,
     fetch,
     find_coordinator,
     heartbeat,
@@ -90,7 +94,9 @@ class ApiKey:
     INIT_PRODUCER_ID = 22
     OFFSET_FOR_LEADER_EPOCH = 23
     DESCRIBE_CONFIGS = 32
+    DELETE_GROUPS = 42
     INCREMENTAL_ALTER_CONFIGS = 44
+    DESCRIBE_QUORUM = 55
     DESCRIBE_CLUSTER = 60
 
 
@@ -98,7 +104,7 @@ _MODULES: tuple[ModuleType, ...] = (
     produce, fetch, list_offsets, metadata, offset_commit, offset_fetch, find_coordinator, join_group,
     heartbeat, leave_group, sync_group, describe_groups, list_groups, api_versions, create_topics,
     delete_topics, delete_records, init_producer_id, offset_for_leader_epoch, describe_configs,
-    incremental_alter_configs, describe_cluster,
+    incremental_alter_configs, describe_quorum, describe_cluster, delete_groups,
 )
 
 REQUESTS: dict[int, Message] = {m.REQUEST.api_key: m.REQUEST for m in _MODULES}
