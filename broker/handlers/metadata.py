@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from broker.broker import Broker
 
 AUTHORIZED_OPERATIONS_OMITTED = -2147483648
+INTERNAL = frozenset({"__consumer_offsets"})  # written by the group coordinator only
 
 
 def topic_metadata(broker: Broker, info: TopicInfo) -> dict[str, Any]:
@@ -73,7 +74,8 @@ def quorum_handler(broker: Broker) -> Handler:
         else:
             allow_create = body.get("allow_auto_topic_creation", True) and broker.config.auto_create_topics_enable
             names = [item.get("name") for item in requested]
-            missing = [n for n in dict.fromkeys(names) if n and quorum.image.topic(n) is None]
+            # an internal topic is created by its owner with its own configs, never by auto-creation
+            missing = [n for n in dict.fromkeys(names) if n and quorum.image.topic(n) is None and n not in INTERNAL]
             errors: dict[str, int] = {}
             if missing and allow_create:
                 for name in missing:
@@ -95,7 +97,8 @@ def quorum_handler(broker: Broker) -> Handler:
                 elif name and quorum.image.topic(name) is not None:
                     topics.append(quorum_topic_metadata(broker, name))
                 else:
-                    topics.append({"error_code": ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if not allow_create
+                    unknown = not allow_create or name in INTERNAL
+                    topics.append({"error_code": ErrorCode.UNKNOWN_TOPIC_OR_PARTITION if unknown
                                    else ErrorCode.LEADER_NOT_AVAILABLE if name else
                                    ErrorCode.INVALID_TOPIC_EXCEPTION, "name": name, "partitions": []})
         image = quorum.image
@@ -124,7 +127,7 @@ def handler(broker: Broker) -> Handler:
             for item in requested:
                 name = item.get("name")
                 info = broker.topics.get(name) if name else None
-                if info is None and allow_create:
+                if info is None and allow_create and name not in INTERNAL:
                     try:
                         info = broker.create_topic(name, broker.config.num_partitions, 1, {})
                     except TopicError as exc:

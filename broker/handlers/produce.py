@@ -25,6 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from broker import bugs
+from broker.handlers.metadata import INTERNAL
 from broker.server import Handler
 from client.wire.errors import ErrorCode
 from client.wire.records import PRODUCER_ID_POS, validate_client_batch
@@ -104,6 +105,11 @@ def handler(broker: Broker) -> Handler:
         for topic in body["topic_data"]:
             name = topic["name"]
             results = []
+            if name in INTERNAL:  # only the group coordinator writes it (Kafka: InvalidTopicException)
+                responses.append({"name": name, "partition_responses": [
+                    _error_partition(p["index"], ErrorCode.INVALID_TOPIC_EXCEPTION, "internal topic")
+                    for p in topic["partition_data"]]})
+                continue
             for part in topic["partition_data"]:
                 index = part["index"]
                 if version < 3:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from broker.config import ConfigError, validate_topic_config
 from broker.handlers import clip_message
+from broker.handlers.metadata import INTERNAL
 from broker.server import Handler
 from broker.topic_store import PARTITIONS_MAX, TopicError, validate_topic_name
 from client.wire.errors import ErrorCode
@@ -109,6 +110,9 @@ def delete_topics_handler(broker: Broker) -> Handler:
         for name in body["topic_names"]:
             if name in duplicates:  # Kafka: every entry of a repeated name, none deleted
                 results.append({"name": name, "error_code": ErrorCode.INVALID_REQUEST})
+                continue
+            if name in INTERNAL:  # deleting it would lose every group's committed offsets
+                results.append({"name": name, "error_code": ErrorCode.INVALID_TOPIC_EXCEPTION})
                 continue
             if quorum is not None:
                 known = quorum.image.topic(name) is not None
