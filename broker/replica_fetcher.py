@@ -91,6 +91,9 @@ class ReplicaFetcher:
         self._task: asyncio.Task[None] | None = None
         self._on_error = on_error
         self.fetches = 0
+        # monotonic time of the first failed connect/fetch since the last answer (None: reachable);
+        # Metadata reports the leader's partitions leaderless meanwhile (see broker/replication.py)
+        self.unreachable_since: float | None = None
 
     # -- membership --------------------------------------------------------------------------------------
 
@@ -158,11 +161,14 @@ class ReplicaFetcher:
                 finally:
                     self._in_flight = set()
                 self.fetches += 1
+                self.unreachable_since = None
             except (KafkaConnectionError, KafkaTimeoutError, KafkaError, OSError) as exc:
                 if self._conn is not None and self._conn.closed:
                     self._conn = None
                 if "reconnecting" in str(exc):
                     continue  # add() dropped the long poll on purpose
+                if self.unreachable_since is None:
+                    self.unreachable_since = time.monotonic()
                 log.debug("replica fetch from broker %d failed: %s", self.leader_id, exc)
                 await asyncio.sleep(REPLICA_FETCH_BACKOFF_MS / 1000)
                 continue

@@ -71,6 +71,16 @@ class ReplicaManager:
         fetcher.set_address(address)
         fetcher.add(partition)
 
+    def leader_unreachable(self, leader_id: int) -> bool:
+        """This broker's fetcher cannot reach `leader_id` (refused or dropped connection, no answer since).
+
+        Metadata then shows that broker's partitions without a leader (LEADER_NOT_AVAILABLE) until
+        the controller moves them: clients that learn of a dead leader from us refresh at their
+        fast interval instead of waiting for their periodic one, which takes seconds (librdkafka's
+        1 s topic scan). Metadata is advisory, so this changes no guarantee."""
+        fetcher = self.fetchers.get(leader_id)
+        return fetcher is not None and fetcher.unreachable_since is not None
+
     def unfollow(self, tp: tuple[str, int]) -> None:
         for fetcher in self.fetchers.values():
             fetcher.remove(tp)

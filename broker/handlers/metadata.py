@@ -48,14 +48,17 @@ def quorum_topic_metadata(broker: Broker, name: str) -> dict[str, Any]:
     partitions = []
     for index, part in enumerate(topic.partitions):
         offline = [r for r in part.replicas if not image.is_active(r)]
-        error = 0 if part.leader >= 0 else ErrorCode.LEADER_NOT_AVAILABLE
+        leader = part.leader
+        if leader >= 0 and leader != broker.node_id and broker.replication.leader_unreachable(leader):
+            leader = -1  # our fetcher lost it: the controller will move the partition (fast refresh)
+        error = 0 if leader >= 0 else ErrorCode.LEADER_NOT_AVAILABLE
         if part.leader == broker.node_id:
             local = broker.partitions.get((name, index))
             if local is not None and local.log.offline:  # its log dir failed here
                 error = ErrorCode.KAFKA_STORAGE_ERROR
                 offline = sorted({*offline, broker.node_id})
         partitions.append({"error_code": error, "partition_index": index,
-                           "leader_id": part.leader if error != ErrorCode.KAFKA_STORAGE_ERROR else -1,
+                           "leader_id": leader if error != ErrorCode.KAFKA_STORAGE_ERROR else -1,
                            "leader_epoch": part.leader_epoch, "replica_nodes": list(part.replicas),
                            "isr_nodes": list(part.isr), "offline_replicas": offline})
     return {"error_code": 0, "name": name, "is_internal": name == "__consumer_offsets", "partitions": partitions,
