@@ -142,6 +142,23 @@ class SyncConsumer(_SyncClient):
     def assignment(self) -> set[TopicPartition]:
         return self._loop_thread.call(self._consumer.assignment)
 
+    def subscribe(self, topics: Iterable[str] | None = None, **kwargs: Any) -> None:
+        """Group subscription (Consumer(group_id=...)): a topic list or pattern=; callbacks
+        (on_partitions_revoked / _assigned / _lost) run on the client's loop thread."""
+        self._loop_thread.call(lambda: self._consumer.subscribe(None if topics is None else list(topics), **kwargs))
+
+    def unsubscribe(self) -> None:
+        self._loop_thread.call(self._consumer.unsubscribe)
+
+    def subscription(self) -> set[str]:
+        return self._loop_thread.call(self._consumer.subscription)
+
+    def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        self._loop_thread.run(self._consumer.commit(None if offsets is None else dict(offsets)))
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        return self._loop_thread.run(self._consumer.committed(tp))
+
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._loop_thread.call(self._consumer.seek, tp, offset)
 

@@ -44,3 +44,23 @@ def test_sync_facade_round_trip(broker) -> None:
         assert {r.value for r in records} >= {b"v%d" % i for i in range(100)} | {b"last"}
         assert consumer.end_offsets([("s", 0), ("s", 1)]) == {
             ("s", 0): consumer.position(("s", 0)), ("s", 1): consumer.position(("s", 1))}
+
+
+def test_sync_consumer_in_a_group_commits_and_reads_back(start_broker) -> None:
+    proc = start_broker("--set", "group.initial.rebalance.delay.ms=0")
+    with SyncProducer(proc.bootstrap, linger_ms=1) as producer:
+        for i in range(20):
+            producer.send("g-sync", b"v%d" % i, partition=0)
+        producer.flush()
+    with SyncConsumer(proc.bootstrap, group_id="sync-g", auto_offset_reset="earliest",
+                      enable_auto_commit=False) as consumer:
+        consumer.subscribe(["g-sync"])
+        assert consumer.subscription() == {"g-sync"}
+        records = []
+        for _ in range(60):
+            records += consumer.poll(timeout_ms=500)
+            if len(records) >= 20:
+                break
+        assert [r.value for r in records] == [b"v%d" % i for i in range(20)]
+        consumer.commit()
+        assert consumer.committed(("g-sync", 0)) == 20
