@@ -237,6 +237,12 @@ class Broker:
         """Leader-only actions check this: in quorum mode the controller lease must be valid."""
         return self.quorum is None or self.quorum.may_lead()
 
+    def lease_left_s(self) -> float | None:
+        """Seconds until the controller lease ends (None: no lease applies, e.g. a one-voter quorum)."""
+        if self.quorum is None or set(self.quorum.voters) == {self.node_id}:
+            return None
+        return self.quorum.client.lease_deadline - asyncio.get_running_loop().time()
+
     def role_changed(self, partition: Partition) -> None:
         for listener in list(self.role_listeners):
             try:

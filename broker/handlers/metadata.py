@@ -51,6 +51,8 @@ def quorum_topic_metadata(broker: Broker, name: str) -> dict[str, Any]:
         leader = part.leader
         if leader >= 0 and leader != broker.node_id and broker.replication.leader_unreachable(leader):
             leader = -1  # our fetcher lost it: the controller will move the partition (fast refresh)
+        elif leader == broker.node_id and not broker.may_lead():
+            leader = -1  # our lease ended (cut off from the controller): our image may be stale
         error = 0 if leader >= 0 else ErrorCode.LEADER_NOT_AVAILABLE
         if part.leader == broker.node_id:
             local = broker.partitions.get((name, index))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from broker.server import Handler
+from client.wire.errors import ErrorCode
 from storage.errors import StorageError
 
 if TYPE_CHECKING:
@@ -34,6 +35,11 @@ def list_offsets_handler(broker: Broker) -> Handler:
                     out["error_code"] = broker.not_leader_error(topic["name"], index)
                 elif error := partition.check_leader_epoch(request.get("current_leader_epoch", -1)):
                     out["error_code"] = error
+                elif partition.leader_state is not None and \
+                        partition.high_watermark < partition.leader_state.epoch_start_offset:
+                    # KIP-207: a new leader's high watermark has not yet reached what the previous
+                    # leader may have exposed; an answer now could go backwards
+                    out["error_code"] = ErrorCode.OFFSET_NOT_AVAILABLE
                 else:
                     log_ = partition.log
                     timestamp = request["timestamp"]

@@ -13,8 +13,11 @@ topics), idempotence-checked, appended by the partition leader (lease valid, `ma
   polled) until the high watermark passes the batch; then NOT_ENOUGH_REPLICAS_AFTER_APPEND if
   the ISR shrank below min.insync.replicas meanwhile, else success. If the partition is no longer
   led here in the epoch it was appended in, NOT_LEADER_OR_FOLLOWER (a write acknowledged after
-  demotion could be truncated: a lost write). After `timeout_ms` (bounded by
-  DELAYED_PRODUCE_TIMEOUT_MAX_MS), REQUEST_TIMED_OUT.
+  demotion could be truncated: a lost write). The same once the controller lease has ended: the
+  controller will move the partition, so the client had better find the new leader now than
+  after its request timeout (an isolated leader would otherwise hold every acks=all request that
+  long; the outcome is unknown to the client either way, and an idempotent retry is deduplicated).
+  After `timeout_ms` (bounded by DELAYED_PRODUCE_TIMEOUT_MAX_MS), REQUEST_TIMED_OUT.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from broker import bugs
@@ -58,8 +62,11 @@ def _delayed_outcome(partition: Any, epoch: int, required_offset: int, min_isr: 
     return None
 
 
-async def _complete_delayed(waits: list[tuple[list[dict[str, Any]], list[Delayed]]], timeout_ms: int) -> None:
-    """Wait until every delayed partition has an outcome (or the timeout), then fill in the errors."""
+async def _complete_delayed(waits: list[tuple[list[dict[str, Any]], list[Delayed]]], timeout_ms: int,
+                            lease_left_s: Callable[[], float | None] = lambda: None) -> None:
+    """Wait until every delayed partition has an outcome (or the timeout), then fill in the errors.
+    `lease_left_s`: seconds of controller lease left (None: no lease); at its end every delayed
+    partition fails with NOT_LEADER_OR_FOLLOWER (a timer at the lease's end, not polling)."""
     pending = [(results, item) for results, items in waits for item in items]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_ms / 1000
@@ -75,10 +82,17 @@ async def _complete_delayed(waits: list[tuple[list[dict[str, Any]], list[Delayed
         left = deadline - loop.time()
         if not pending:
             break
+        lease = lease_left_s()
+        if lease is not None and lease <= 0 and not bugs.ACK_AFTER_DEMOTION:
+            for results, (pos, *_rest) in pending:
+                _fail(results[pos], ErrorCode.NOT_LEADER_OR_FOLLOWER)
+            break
         if left <= 0:
             for results, (pos, *_rest) in pending:
                 _fail(results[pos], ErrorCode.REQUEST_TIMED_OUT)
             break
+        if lease is not None and lease > 0:
+            left = min(left, lease + 0.001)  # wake at the lease's end (a renewal moves it: re-checked)
         futures = {id(item[1]): item[1].hw_changed() for _r, item in pending}
         try:
             await asyncio.wait(futures.values(), timeout=left, return_when=asyncio.FIRST_COMPLETED)
@@ -158,7 +172,7 @@ def handler(broker: Broker) -> Handler:
                 delayed = []
         if waits:
             timeout_ms = min(max(body.get("timeout_ms", 0), 0), DELAYED_PRODUCE_TIMEOUT_MAX_MS)
-            await _complete_delayed(waits, timeout_ms)
+            await _complete_delayed(waits, timeout_ms, broker.lease_left_s)
         if acks == 0:
             # no response to carry an error: Kafka closes the connection so the producer notices
             if any(r["error_code"] for t in responses for r in t["partition_responses"]):

@@ -166,9 +166,13 @@ class FakeBroker:
     def __init__(self, partition: Partition, min_isr: int) -> None:
         self.partitions = {partition.tp: partition}
         self.min_isr = min_isr
+        self.lease_end: float | None = None   # loop time the controller lease ends (None: no lease)
 
     def may_lead(self) -> bool:
         return True
+
+    def lease_left_s(self) -> float | None:
+        return None if self.lease_end is None else self.lease_end - asyncio.get_running_loop().time()
 
     def min_insync_replicas(self, topic: str) -> int:
         return self.min_isr
@@ -240,4 +244,20 @@ def test_handler_acks_all_times_out(tmp_path: Path) -> None:
                                               produce_request(batch(), timeout_ms=20)), 5)
         assert part_of(reply)["error_code"] == ErrorCode.REQUEST_TIMED_OUT
         assert p.log.log_end_offset == 2   # appended, but not acknowledged
+    asyncio.run(run())
+
+
+def test_handler_acks_all_fails_at_the_end_of_the_lease(tmp_path: Path) -> None:
+    """An isolated leader (lease ended) answers its delayed produces at once, not after timeout_ms."""
+    async def run() -> None:
+        p = leader(tmp_path)
+        broker = FakeBroker(p, min_isr=1)
+        broker.lease_end = asyncio.get_running_loop().time() + 0.05
+        handle = produce_handler.handler(broker)  # type: ignore[arg-type]
+        started = asyncio.get_running_loop().time()
+        reply = await asyncio.wait_for(handle(SimpleNamespace(closed=False), SimpleNamespace(api_version=8),
+                                              produce_request(batch(), timeout_ms=30_000)), 5)
+        assert part_of(reply)["error_code"] == ErrorCode.NOT_LEADER_OR_FOLLOWER
+        assert asyncio.get_running_loop().time() - started < 2   # the lease's end, not the 30 s timeout
+        assert p.log.log_end_offset == 2   # appended: the outcome is unknown to the client
     asyncio.run(run())

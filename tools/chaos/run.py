@@ -81,6 +81,9 @@ class RunConfig:
     keep: bool = False
     topic: str = "chaos"
     broker_args: list[str] = field(default_factory=list)
+    # the ack_after_demotion canary: without idempotence a producer whose batch hangs on a demoted
+    # leader keeps writing to the new one, so the new leader's log passes the hung batch's offset
+    idempotence: bool = True
 
 
 @dataclass
@@ -219,7 +222,8 @@ async def _run_load(config: RunConfig, report: RunReport, cluster: Cluster, prox
     await admin.start()
     stop_producers, stop_consumers = asyncio.Event(), asyncio.Event()
     producers = [ProducerWorker(f"p{i}", bootstrap, config.topic, config.partitions, history, config.rate,
-                                config.in_flight_per_partition, config.request_timeout_ms)
+                                config.in_flight_per_partition, config.request_timeout_ms,
+                                idempotence=config.idempotence)
                  for i in range(config.producers)]
     consumers = [ConsumerWorker(f"c{i}", bootstrap, config.topic, config.partitions, history)
                  for i in range(config.consumers)]

@@ -54,14 +54,19 @@ class ProducerWorker:
     rate: float
     in_flight_per_partition_max: int = 20
     request_timeout_ms: int = CLIENT_REQUEST_TIMEOUT_MS
+    idempotence: bool = True   # False only for canaries: a producer that never waits on a sequence gap
     in_flight: list[int] = field(default_factory=list)
     errors: int = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         self.in_flight = [0] * self.partitions
         room = asyncio.Event()
-        producer = Producer(self.bootstrap, client_id=f"chaos-{self.name}", acks="all", enable_idempotence=True,
-                            linger_ms=2, request_timeout_ms=self.request_timeout_ms,
+        producer = Producer(self.bootstrap, client_id=f"chaos-{self.name}", acks="all",
+                            enable_idempotence=self.idempotence, linger_ms=2,
+                            # without idempotence (canaries): hung requests on a demoted leader must
+                            # not saturate the connection, so later batches reach the new leader
+                            max_in_flight_requests_per_connection=5 if self.idempotence else 100,
+                            request_timeout_ms=self.request_timeout_ms,
                             delivery_timeout_ms=DELIVERY_TIMEOUT_MS, retry_backoff_ms=RETRY_BACKOFF_MS,
                             retry_backoff_max_ms=RETRY_BACKOFF_MAX_MS, max_block_ms=DELIVERY_TIMEOUT_MS)
         await producer.start()
