@@ -13,8 +13,26 @@ The active controller (docs/controller.md):
 
 * **Activation.** When its node leads term T and has applied every entry of its log (its own NOOP
   of term T included, so every entry inherited from earlier terms is committed), it becomes
-  active for T: every registered broker gets a fresh session (now + broker_session_ms) — a
-  failover never fences live brokers. Leadership lost or a new term: deactivated, sessions dropped.
+  active for T: every registered broker gets a new session deadline, `max(U + broker_lease_ms +
+  margin, now + failover_rejoin_ms)` where U is when this node last observed its (pre-term) log
+  as a follower, or `now + broker_session_ms` when that observation does not match its log
+  (session.py "Lease barriers": every lease an earlier controller granted has ended by U +
+  broker_lease_ms). A live broker gets at least failover_rejoin_ms to find us; a dead one is
+  fenced about broker_lease_ms after the old controller died. Leadership lost or a new term:
+  deactivated, sessions dropped.
+* **Lease barriers.** `p` is the clock before the proposal of this term's latest committed write;
+  a heartbeat read at r gets `lease_ms = broker_lease_ms - max(0, r - p)`. When p is older than
+  lease_barrier_interval_ms (or there is none yet in this term), the heartbeat first commits a
+  NoOpRecord (KIP-835 writes one every 500 ms when idle, for similar reasons). A one-voter quorum
+  (no other controller can ever exist) grants whole leases and writes no barriers.
+* **Automatic preferred-leader election** every leader_imbalance_check_interval_ms (2 s): the
+  partitions whose preferred replica (replicas[0]) is active, in the ISR and not leader get it back
+  as leader (`builder.elect_preferred_leaders`, leader epoch + 1). The ISR readmits a returning
+  broker only once it caught up (KIP-903; AlterPartition from the leader), so leadership returns
+  only to a caught-up replica. Kafka checks every 300 s and only above a 10 % imbalance per broker;
+  here leader moves are cheap (no controller-to-broker RPCs, brokers follow the log) and tests and
+  small clusters want balance back within seconds, so every imbalanced partition moves on the next
+  check.
   If the image has no cluster id yet (the first quorum to form), it then appends a `cluster_id`
   record with a new one (builder.ensure_cluster_id); later controllers inherit it from the log.
 * **Writes, one at a time** (an asyncio lock): build records from the *pending* image with the
@@ -72,7 +90,7 @@ from controller.node import (
     RaftNode,
 )
 from controller.raft import NotLeaderError, ProposalDroppedError
-from controller.records import Listener, Record, decode_batch, encode_batch, encode_record
+from controller.records import Listener, NoOpRecord, Record, decode_batch, encode_batch, encode_record
 from controller.session import ControllerTimings, SessionTracker
 
 _logger = logging.getLogger(__name__)
@@ -114,7 +132,8 @@ class ControllerService:
     api_key = CONTROLLER_API_KEY
 
     def __init__(self, node: RaftNode, builder: MetadataBuilder, clock: Callable[[], int] = monotonic_ms,
-                 timings: ControllerTimings | None = None, *, validate_config: ConfigValidator | None = None) -> None:
+                 timings: ControllerTimings | None = None, *, validate_config: ConfigValidator | None = None,
+                 lease_barriers: bool | None = None) -> None:
         self.timings = timings or ControllerTimings()
         node_election_ms = node.config.tick_ms * node.config.election_timeout_ticks
         assert 2 * node_election_ms <= self.timings.controller_fetch_timeout_ms, \
@@ -122,13 +141,22 @@ class ControllerService:
         if validate_config is not None:
             builder.validate_config = validate_config
         self.node = node
+        # a one-voter quorum never has another controller, so no lease needs a failover bound
+        self.lease_barriers = len(node.voters) > 1 if lease_barriers is None else lease_barriers
         self.builder = builder
         self.clock = clock
         self.image = MetadataImage()
         self.sessions = SessionTracker(self.timings)
         self.activations = 0
         self.fenced_by_timer: list[int] = []
+        self.preferred_elections = 0                 # partitions moved back by the imbalance check
+        self.barriers = 0                            # NoOpRecord lease barriers committed
+        self.last_activation_at: int | None = None
+        self.last_activation_deadline: int | None = None   # the session deadline given on activation
         self._active_term: int | None = None
+        self._barrier_at: int | None = None          # clock before proposing this term's latest committed write
+        self._log_seen: tuple[int, int, int] | None = None  # (log end offset, last term, first seen) as follower
+        self._next_rebalance_at = 0
         self._local_broker: int | None = None
         self._local_broker_id: int | None = None
         self._lock = asyncio.Lock()
@@ -189,6 +217,8 @@ class ControllerService:
         interval_s = self.timings.fence_check_interval_ms / 1000
         while self.node.running and not self._ending:
             changed = self.node.changed
+            if not self.node.is_leader:
+                self._observe_log()
             self._update_role()
             local = self._local_broker_id
             if self.is_active and self.image.cluster_id is None:
@@ -197,6 +227,9 @@ class ControllerService:
                 self.sessions.touch(local, self.clock())
             if self.is_active and self._any_expired():
                 await self._fence_expired()
+            if self.is_active and self.clock() >= self._next_rebalance_at:
+                self._next_rebalance_at = self.clock() + self.timings.leader_imbalance_check_interval_ms
+                await self._rebalance()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), interval_s)
         self._deactivate()
@@ -215,11 +248,44 @@ class ControllerService:
         self._active_term = term
         self.activations += 1
         self._broker_connections.clear()
-        self.sessions.start_fresh(self.image.brokers, self.clock())
+        self._barrier_at = None
+        now = self.clock()
+        self._next_rebalance_at = now + self.timings.leader_imbalance_check_interval_ms
+        leases_end_by = self._leases_end_by(term)
+        self.sessions.start_fresh(self.image.brokers, now, leases_end_by)
+        self.last_activation_at = now
+        self.last_activation_deadline = (max(self.sessions.deadlines.values())
+                                         if self.sessions.deadlines else None)
         if self._local_broker is not None:
             self.sessions.forget(self._local_broker)
-        _logger.info("controller %d active in term %d (image offset %d, %d brokers get fresh sessions)",
-                     self.node.node_id, term, self.image.offset, len(self.image.brokers))
+        _logger.info("controller %d active in term %d (image offset %d, %d brokers get sessions until +%s ms%s)",
+                     self.node.node_id, term, self.image.offset, len(self.image.brokers),
+                     None if self.last_activation_deadline is None else self.last_activation_deadline - now,
+                     "" if leases_end_by is not None else ", earlier leases unknown: whole sessions")
+
+    def _observe_log(self) -> None:
+        """As a non-leader: note the first time the log is seen in each (end offset, last term) state."""
+        storage = self.node.storage
+        if storage is None:
+            return
+        log = storage.log
+        state = (log.log_end_offset, log.latest_epoch)
+        if self._log_seen is None or self._log_seen[:2] != state:
+            self._log_seen = (state[0], state[1], self.clock())
+
+    def _leases_end_by(self, term: int) -> int | None:
+        """U + broker_lease_ms if this node's entries of terms < `term` are exactly the log it observed
+        as a follower at U (same last offset and term: Log Matching), else None (session.py)."""
+        seen, storage = self._log_seen, self.node.storage
+        if seen is None or storage is None:
+            return None
+        end, last_term, seen_at = seen
+        log = storage.log
+        if end <= 0 or last_term >= term or all(e != last_term for e, _ in log.epochs.entries):
+            return None
+        if log.end_offset_for_epoch(term - 1) != (last_term, end):
+            return None
+        return seen_at + self.timings.broker_lease_ms
 
     def expect_local_broker(self, broker_id: int) -> None:
         """Combined mode: the broker of this process has id `broker_id` and has not registered yet.
@@ -235,6 +301,7 @@ class ControllerService:
         if self._active_term is not None:
             _logger.info("controller %d no longer active (term %d)", self.node.node_id, self._active_term)
         self._active_term = None
+        self._barrier_at = None
         self.sessions.clear()
         self._broker_connections.clear()
 
@@ -249,6 +316,39 @@ class ControllerService:
         with contextlib.suppress(NotControllerError, ControllerTimeoutError):
             cluster_id = await self._write(self.builder.ensure_cluster_id)
             _logger.info("controller %d: cluster id %s", self.node.node_id, cluster_id)
+
+    def imbalanced_partitions(self) -> list[tuple[bytes, int]]:
+        """Partitions whose preferred replica (replicas[0]) is active, in the ISR and not the leader."""
+        image = self.image
+        return [(topic.topic_id, index) for topic, index, part in image.iter_partitions()
+                if part.leader != part.replicas[0] and part.replicas[0] in part.isr
+                and image.is_active(part.replicas[0])]
+
+    async def _rebalance(self) -> None:
+        """Automatic preferred-leader election (the module docstring); the builder re-checks each
+        partition on the image it builds from."""
+        chosen = self.imbalanced_partitions()
+        if not chosen:
+            return
+        with contextlib.suppress(NotControllerError, ControllerTimeoutError):
+            results = await self._write(lambda image: self.builder.elect_preferred_leaders(image, chosen))
+            moved = [r for r in results if r.error is ErrorCode.NONE]
+            self.preferred_elections += len(moved)
+            if moved:
+                _logger.info("controller %d: %d partitions back to their preferred leader", self.node.node_id,
+                             len(moved))
+
+    def _barrier_stale(self, now_ms: int) -> bool:
+        return self._barrier_at is None or now_ms - self._barrier_at >= self.timings.lease_barrier_interval_ms
+
+    async def _commit_barrier(self) -> None:
+        """Commit a NoOpRecord unless a write of this term newer than the barrier interval committed."""
+        def build(image: MetadataImage) -> ControllerResult[None]:
+            if not self._barrier_stale(self.clock()):
+                return ControllerResult((), None)
+            self.barriers += 1
+            return ControllerResult((NoOpRecord(),), None)
+        await self._write(build)
 
     async def _fence_expired(self) -> None:
         with contextlib.suppress(NotControllerError, ControllerTimeoutError):
@@ -293,8 +393,11 @@ class ControllerService:
             result = build(self.image)   # the pending image: nothing of ours is uncommitted now
             if on_built is not None:
                 on_built(result)
+            proposed_at = self.clock()   # before the append: a lower bound of its time (lease barrier)
             for data in _entries(result.records):
                 await self._propose(data)
+            if result.records and self._active_term == term:
+                self._barrier_at = max(self._barrier_at or proposed_at, proposed_at)
             return result.response
 
     async def _propose(self, data: bytes) -> None:
@@ -340,15 +443,21 @@ class ControllerService:
 
     async def heartbeat(self, broker_id: int, broker_epoch: int, metadata_offset: int, want_fence: bool = False,
                         want_shutdown: bool = False, *, connection: object | None = None) -> HeartbeatReply:
-        now = self.clock()
+        now = self.clock()   # at or after receipt, so at or after the broker sent it
 
         def built(result: ControllerResult[Any]) -> None:
             if result.response.error is ErrorCode.NONE:
                 self._touch(broker_id, now, connection)
 
+        term = self._require_active()
+        if self.lease_barriers and self._barrier_stale(now):
+            await self._commit_barrier()
         r = await self._write(lambda image: self.builder.heartbeat(
             image, broker_id, broker_epoch, metadata_offset, want_fence, want_shutdown), built)
-        lease_ms = self.timings.broker_lease_ms if r.error is ErrorCode.NONE and not r.is_fenced else 0
+        lease_ms = 0
+        if r.error is ErrorCode.NONE and not r.is_fenced and self._active_term == term:
+            lease_ms = (self.sessions.granted_lease_ms(now, self._barrier_at) if self.lease_barriers
+                        else self.timings.broker_lease_ms)
         return HeartbeatReply(r.error, r.is_caught_up, r.is_fenced, r.should_shut_down, lease_ms)
 
     async def alter_partition(self, broker_id: int, broker_epoch: int,
@@ -365,11 +474,17 @@ class ControllerService:
 
     def describe_quorum(self) -> dict[str, Any]:
         """The active controller's view (DescribeQuorum-like): leader, epoch, each voter's log end offset
-        and lag behind the leader's, and every registered broker with its address and leaderships."""
+        and lag behind the leader's, and every registered broker with its address and leaderships.
+        For DescribeQuorum (API 55, broker/handlers/describe_quorum.py) also: each voter's and
+        observer's last fetch and last caught-up wall-clock ms (-1 unknown), and the voters'
+        controller listeners (`voter_endpoints`)."""
         self._require_active()
         status = self.node.status()
         leader_end = status["log_end_offset"]
         voters = {v["replica_id"]: v["log_end_offset"] for v in status["voters"]}
+        wall_ms = int(time.time() * 1000)
+        seen = {r["replica_id"]: (wall_ms - r["last_fetch_ms_ago"], wall_ms - r["last_caught_up_ms_ago"])
+                for r in (*status["voters"], *status["observers"])}
         image = self.image
         counts = image.leader_counts()
         brokers = []
@@ -382,7 +497,15 @@ class ControllerService:
         return {"leader": self.node.node_id, "epoch": status["leader_epoch"],
                 "high_watermark": status["high_watermark"],
                 "voters": [{"id": v, "log_end_offset": voters.get(v, -1),
-                            "lag": leader_end - voters[v] if v in voters else None} for v in sorted(self.node.voters)],
+                            "lag": leader_end - voters[v] if v in voters else None,
+                            "last_fetch_timestamp": seen.get(v, (-1, -1))[0],
+                            "last_caught_up_timestamp": seen.get(v, (-1, -1))[1]} for v in sorted(self.node.voters)],
+                "observers": [{"id": r["replica_id"], "log_end_offset": r["log_end_offset"],
+                               "last_fetch_timestamp": seen[r["replica_id"]][0],
+                               "last_caught_up_timestamp": seen[r["replica_id"]][1]}
+                              for r in sorted(status["observers"], key=lambda r: r["replica_id"])],
+                "voter_endpoints": [{"id": v, "host": host, "port": port}
+                                    for v, (host, port) in sorted(self.node.voters.items())],
                 "brokers": brokers}
 
     def _touch(self, broker_id: int, now_ms: int, connection: object | None) -> None:

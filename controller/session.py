@@ -16,6 +16,14 @@ Defaults (`ControllerTimings`), one table; the inequalities are asserted at cons
 | connection_grace_ms           | 300     | a broker whose controller connection dropped is fenced if it has |
 |                               |         | not heartbeated on a new connection within this                  |
 | fence_check_interval_ms       | 50      | the active controller's fencing timer                            |
+| lease_barrier_interval_ms     | 250     | the active controller commits a NoOpRecord (a *lease barrier*)   |
+|                               |         | when its last committed write is older than this (KIP-835's      |
+|                               |         | idle NoOpRecord); a heartbeat's lease is cut by the barrier's age|
+| failover_lease_margin_ms      | 50      | clock-rate drift allowance of the failover bound (below)         |
+| failover_rejoin_ms            | 750     | after a failover, a live broker gets at least this long to reach |
+|                               |         | the new active controller before it may be fenced                |
+| leader_imbalance_check_interval_ms | 2000 | automatic preferred-leader election (service.py); Kafka's       |
+|                               |         | leader.imbalance.check.interval.seconds is 300 s                 |
 
 Inequalities (why):
 
@@ -33,6 +41,52 @@ Inequalities (why):
   session (now + broker_session_ms) instead of fencing them all — a broker heartbeating to the
   old controller has a lease of its own and keeps it.
 * `fence_check_interval_ms <= broker_heartbeat_interval_ms`.
+* `broker_lease_ms - lease_barrier_interval_ms >= 3 * broker_heartbeat_interval_ms`: a granted lease
+  is cut by up to one barrier interval (below) and must still survive two lost heartbeats.
+* `failover_rejoin_ms >= 3 * broker_heartbeat_interval_ms` and `failover_rejoin_ms <=
+  broker_session_ms`: a live broker whose controller died finds the new one (its ControllerClient
+  cycles the voters with a backoff of at most 250 ms +50 %) well within the window.
+
+## Lease barriers, and fencing sooner after a failover
+
+A broker's lease is (send time `s` of its last acknowledged heartbeat) + granted lease. After a
+failover the new active controller B does not know when the old one (A) last acknowledged a
+heartbeat: A may still believe it leads (until check-quorum deposes it) while B is elected. A fresh
+session of `broker_session_ms` from B's activation was the old answer; it relies on A stepping down
+within one election timeout of B's election (timing, not causality) and costs a dead broker a full
+session after the election. The barrier makes the bound causal:
+
+1. **Granting (old controller A, any term).** A keeps `p`, the clock reading taken just *before* it
+   proposed the latest entry of its term that is now committed (any write; a NoOpRecord barrier
+   when it has been idle for `lease_barrier_interval_ms`). For a heartbeat it received at `r`
+   (read at `r`; s <= r), it grants `lease = broker_lease_ms - max(0, r - p)` (none if it has no
+   committed entry of its term yet: it first commits a barrier). So the broker's lease ends at
+   `s + lease <= r + broker_lease_ms - (r - p) = p + broker_lease_ms`.
+2. **Evidence (Raft).** The entry `E` proposed at `p` is committed, so every later leader holds it
+   (Leader Completeness, §5.4). B received E (or a snapshot covering it, made after it) at some
+   time `h >= p`: E did not exist before A appended it, and A appended it after `p`.
+3. **Knowing h (new controller B).** A candidate, and a leader, accept no entries of earlier terms
+   (a fetch response of term < its own is stale), so B's log below its own NOOP is what it held as
+   a follower. While not leading, ControllerService notes the first time `U` at which it observed
+   its log in the state (last offset, last entry's term). On activation in term T, if the log's
+   entries of terms < T still end with that same (offset, term), its pre-term log *is* that log
+   (Log Matching, §5.3): every entry of it, E included, arrived by `U`, so `h <= U`.
+4. **Fencing.** Every lease granted by any earlier controller therefore ended by
+   `U + broker_lease_ms` (+ clock-rate drift of three monotonic clocks over ~1 s:
+   `failover_lease_margin_ms`). B gives each registered broker the session deadline
+   `max(U + broker_lease_ms + failover_lease_margin_ms, activation + failover_rejoin_ms)`.
+   The second term is for liveness only: a live broker lost its lease when its connection to A
+   dropped and needs a moment to find B; fencing it would shrink ISRs for nothing. When the
+   observation does not match (B never observed its log as a follower in this process, or the log
+   changed between the observation and the election), B falls back to `activation +
+   broker_session_ms` (the old rule).
+
+With A killed at t0: U ~ t0 (B's last fetch from A), B active at t0 + 0.55..1.05 s, so a broker
+that never comes back (A's own, in combined mode) is fenced at ~max(t0 + 1.05, active + 0.75) s
+instead of active + 1.5 s.
+
+Nothing here needs a bound on message delay: only that the monotonic clocks of the broker, A and
+B run at the same rate within `failover_lease_margin_ms` per `broker_lease_ms`.
 
 `SessionTracker` is pure (time is an argument): the active controller's deadlines per broker id.
 """
@@ -53,6 +107,10 @@ class ControllerTimings:
     broker_session_ms: int = 1500
     connection_grace_ms: int = 300
     fence_check_interval_ms: int = 50
+    lease_barrier_interval_ms: int = 250
+    failover_lease_margin_ms: int = 50
+    failover_rejoin_ms: int = 750
+    leader_imbalance_check_interval_ms: int = 2000
 
     def __post_init__(self) -> None:
         assert self.broker_heartbeat_interval_ms > 0 and self.fence_check_interval_ms > 0
@@ -62,6 +120,11 @@ class ControllerTimings:
         assert self.broker_heartbeat_interval_ms < self.connection_grace_ms < self.broker_lease_ms
         assert 2 * self.election_timeout_ms <= self.controller_fetch_timeout_ms
         assert self.fence_check_interval_ms <= self.broker_heartbeat_interval_ms
+        assert self.lease_barrier_interval_ms > 0 and self.failover_lease_margin_ms >= 0
+        assert self.broker_lease_ms - self.lease_barrier_interval_ms >= 3 * self.broker_heartbeat_interval_ms, \
+            "a lease cut by one barrier interval must survive 2 lost heartbeats"
+        assert 3 * self.broker_heartbeat_interval_ms <= self.failover_rejoin_ms <= self.broker_session_ms
+        assert self.leader_imbalance_check_interval_ms > 0
 
 
 class SessionTracker:
@@ -79,8 +142,23 @@ class SessionTracker:
     def deadlines(self) -> Mapping[int, int]:
         return self._deadlines
 
-    def start_fresh(self, broker_ids: Iterable[int], now_ms: int) -> None:
-        self._deadlines = {b: now_ms + self.timings.broker_session_ms for b in broker_ids}
+    def start_fresh(self, broker_ids: Iterable[int], now_ms: int, leases_end_by_ms: int | None = None) -> None:
+        """On activation. `leases_end_by_ms`: a time (this clock) by which every lease an earlier
+        controller granted has ended (see "Lease barriers" above), or None if unknown: then every
+        broker gets a whole session from now."""
+        t = self.timings
+        if leases_end_by_ms is None:
+            deadline = now_ms + t.broker_session_ms
+        else:
+            deadline = max(leases_end_by_ms + t.failover_lease_margin_ms, now_ms + t.failover_rejoin_ms)
+        self._deadlines = {b: deadline for b in broker_ids}
+
+    def granted_lease_ms(self, received_ms: int, barrier_ms: int | None) -> int:
+        """The lease for a heartbeat read at `received_ms` when the latest committed entry of this term
+        was proposed after `barrier_ms`: cut by the barrier's age, so it ends by barrier + lease."""
+        if barrier_ms is None:
+            return 0
+        return max(0, self.timings.broker_lease_ms - max(0, received_ms - barrier_ms))
 
     def clear(self) -> None:
         self._deadlines = {}

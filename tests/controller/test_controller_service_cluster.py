@@ -247,7 +247,9 @@ def test_silent_broker_is_fenced_after_its_session_and_loses_leaderships(tmp_pat
             print(f"\nsilent broker fenced {elapsed * 1000:.0f} ms after the send time of its last acked heartbeat "
                   f"(lease 1000 ms, session 1500 ms)")
             assert 1.4 <= elapsed <= 3.0
-            assert lease_end - 0.05 <= silent.client.lease_deadline <= lease_end + 0.05
+            # the granted lease is cut by the age of the controller's last committed write (a lease
+            # barrier at most lease_barrier_interval_ms old, plus a commit): session.py
+            assert lease_end - 0.4 <= silent.client.lease_deadline <= lease_end + 0.05
             assert loop.time() > silent.client.lease_deadline, "the broker's lease ended before it was fenced"
 
             active = cluster.active()
