@@ -16,6 +16,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from broker import bugs
 from broker.handlers.fetch import _read_all
 from broker.partition import Partition
 from broker.replica_fetcher import FETCH_API_KEY, FETCH_VERSION, ReplicaFetcher, truncation_offset
@@ -194,6 +195,36 @@ def test_follower_extra_entries_of_old_epoch_truncated_to_leader_epoch_end(tmp_p
     assert [v for _o, v in values(follower_log)][-2:] == ["new0", "new1"]
     assert pair.leader.high_watermark == 8
     assert pair.backoffs == 0
+
+
+def _old_tail_scenario(tmp_path: Path) -> Pair:
+    """F led epoch 1 and wrote 6..9 that never reached L; L leads epoch 2 and writes 6..9, 10..11."""
+    leader_log, follower_log = open_logs(tmp_path)
+    for i in range(3):
+        append_both((leader_log, follower_log), batch(vals(f"c{i}-", 2)), 1)
+    follower_log.append(batch(vals("old", 4)), 1, NOW)               # 6..9, never replicated
+    pair = make_pair(leader_log, follower_log, 2, follower_hw=6)
+    pair.leader.append_as_leader(batch(vals("new", 4)), NOW)          # 6..9 in epoch 2
+    pair.leader.append_as_leader(batch(vals("newer", 2)), NOW)        # 10..11
+    return pair
+
+
+def test_a_longer_new_leader_log_still_truncates_the_old_tail(tmp_path: Path) -> None:
+    pair = _old_tail_scenario(tmp_path)
+    converge(pair)
+    assert_identical(pair)
+
+
+def test_canary_ignoring_divergence_is_caught_by_the_replica_comparison(tmp_path: Path, monkeypatch: Any) -> None:
+    """The broken variant REPLOG_BUG=ignore_divergence (no last fetched epoch): the follower keeps
+    its old tail under the leader's later records, and the batch comparison the consistency checker
+    makes (base, last, epoch, crc per batch) must flag it. A deterministic twin of the chaos canary."""
+    monkeypatch.setattr(bugs, "IGNORE_DIVERGENCE", True)
+    pair = _old_tail_scenario(tmp_path)
+    converge(pair)
+    assert pair.follower.log.log_end_offset == pair.leader.log.log_end_offset  # looks converged
+    assert batch_sequence(pair.follower.log) != batch_sequence(pair.leader.log)  # but diverged
+    assert ("old0" in [v for _o, v in values(pair.follower.log)])
 
 
 def test_follower_lacking_the_diverging_epoch_converges_in_two_truncations(tmp_path: Path) -> None:
