@@ -36,6 +36,7 @@ class BrokerProcess:
     proc: subprocess.Popen[bytes] | None = None
     log_path: str = ""
     controller_port: int = 0
+    nofile_soft_limit: int | None = None   # RLIMIT_NOFILE soft limit for brokerd only (not the test process)
     _ready_from: int = 0
 
     @property
@@ -64,7 +65,15 @@ class BrokerProcess:
                *QUORUM_ARGS, *self.extra_args]
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self._ready_from = log_file.tell()
-        self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        limit = self.nofile_soft_limit
+
+        def set_limits() -> None:  # runs in the child between fork and exec
+            if limit is not None:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+        self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     preexec_fn=set_limits if limit is not None else None)
         log_file.close()
         return self
 
