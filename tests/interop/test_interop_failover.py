@@ -110,9 +110,9 @@ def partitions_of(cluster: Cluster, topic: str) -> dict[int, tuple[int, tuple[in
     return {p["partition_index"]: (p["leader_id"], tuple(p["isr_nodes"])) for p in t["partitions"]}
 
 
-def new_topic(cluster: Cluster, partitions: int = 3) -> tuple[str, int, int]:
+def new_topic(cluster: Cluster, partitions: int = 3, controller_victim: bool = False) -> tuple[str, int, int]:
     """An RF=3 topic, min.insync.replicas=2, fully in sync; (name, a partition, its leader) where the
-    leader is not the active controller."""
+    leader is not the active controller (or is it, with `controller_victim`)."""
     name = unique_topic("interop-fo")
     controller = controller_of(cluster)
     with KafkaConnection(cluster.bootstrap(controller), timeout_s=15) as conn:
@@ -124,7 +124,7 @@ def new_topic(cluster: Cluster, partitions: int = 3) -> tuple[str, int, int]:
     wait_until(lambda: all(leader >= 0 and len(isr) == 3 for leader, isr in partitions_of(cluster, name).values())
                and len(partitions_of(cluster, name)) == partitions, 10, f"{name} in sync")
     view = partitions_of(cluster, name)
-    partition = next(p for p, (leader, _) in sorted(view.items()) if leader != controller)
+    partition = next(p for p, (leader, _) in sorted(view.items()) if (leader == controller) is controller_victim)
     return name, partition, view[partition][0]
 
 
@@ -388,9 +388,11 @@ def _thread(target: Callable[..., None], *args: Any, run: Run, what: str) -> thr
     return thread
 
 
-def failover_run(cluster: Cluster, client: str) -> tuple[Run, float | None, int, list[tuple[int, bytes | None]]]:
+def failover_run(cluster: Cluster, client: str,
+                 controller_victim: bool = False) -> tuple[Run, float | None, int, list[tuple[int, bytes | None]]]:
     produce, consume, _ = CLIENTS[client]
-    topic, partition, victim = new_topic(cluster)
+    # six partitions: the active controller surely leads one of them (placement spreads leaders)
+    topic, partition, victim = new_topic(cluster, 6 if controller_victim else 3, controller_victim)
     run = Run([f"{client}-{i:05d}".encode() for i in range(VALUES)])
     bootstrap = bootstrap_list(cluster)
     consumer = _thread(consume, bootstrap, topic, partition, run, run=run, what="consumer")
@@ -454,17 +456,22 @@ def test_client_produces_and_consumes_across_a_leader_failover(cluster: Cluster,
 
 
 @pytest.mark.slow  # selected by `-m slow` (then SLOW_TRIALS); runs in the default run with one trial
-def test_confluent_failover_time(cluster: Cluster, request: pytest.FixtureRequest) -> None:
+@pytest.mark.parametrize("controller_victim", [False, True], ids=["leader", "controller-leader"])
+def test_confluent_failover_time(cluster: Cluster, request: pytest.FixtureRequest, controller_victim: bool) -> None:
     require("confluent")
     raw = os.environ.get("REPLOG_TRIALS")
-    trials = int(raw) if raw else SLOW_TRIALS if "slow" in (request.config.getoption("markexpr") or "") else 1
+    default = 0 if controller_victim else 1   # the controller case runs when trials are asked for
+    trials = int(raw) if raw else SLOW_TRIALS if "slow" in (request.config.getoption("markexpr") or "") else default
+    if trials == 0:
+        pytest.skip("the controller-victim case runs with REPLOG_TRIALS=N or -m slow")
     figures = []
     for _ in range(trials):
-        run, failover, _, stored = failover_run(cluster, "confluent")
+        run, failover, _, stored = failover_run(cluster, "confluent", controller_victim)
         check("confluent", run, stored)
         assert failover is not None
         figures.append(failover)
-    print(f"\nconfluent-kafka: kill -9 of a leader (not the controller) -> first delivered acks=all message: "
+    victim = "the active controller, leading it" if controller_victim else "a leader (not the controller)"
+    print(f"\nconfluent-kafka: kill -9 of {victim} -> first delivered acks=all message: "
           f"{trials} trials, median {statistics.median(figures) * 1000:.0f} ms, max {max(figures) * 1000:.0f} ms "
           f"({', '.join(f'{f * 1000:.0f}' for f in figures)})")
     assert max(figures) <= FAILOVER_BOUND_S
