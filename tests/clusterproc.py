@@ -9,8 +9,40 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from collections.abc import Callable
+from typing import Any
 
 from brokerproc import READY_TIMEOUT_S, BrokerProcess, free_port
+
+CONDITION_POLL_S = 0.02   # poll interval of every condition wait below (each has a deadline)
+METADATA_V = 8
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> float:
+    """Seconds until predicate() holds (OSError, a node going away, counts as not yet); AssertionError
+    at the deadline."""
+    start = time.monotonic()
+    while True:
+        try:
+            if predicate():
+                return time.monotonic() - start
+        except OSError:
+            pass
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"{what}: not within {timeout_s} s")
+        time.sleep(CONDITION_POLL_S)
+
+
+def metadata(bootstrap: str, topics: list[str] | None = None) -> dict[str, Any]:
+    """A Metadata (v8) answer from one node; `topics` None asks for all."""
+    from test_protocol_helpers import API_METADATA, KafkaConnection  # tests/broker, on the callers' path
+
+    with KafkaConnection(bootstrap, timeout_s=10) as conn:
+        return conn.request(API_METADATA, METADATA_V, {
+            "topics": None if topics is None else [{"name": t} for t in topics],
+            "allow_auto_topic_creation": False, "include_cluster_authorized_operations": False,
+            "include_topic_authorized_operations": False})
 
 
 class Cluster:

@@ -29,7 +29,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,18 +37,16 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "broker"))
 
 from brokerproc import BrokerProcess, free_port
-from clusterproc import Cluster
-from test_protocol_helpers import API_CREATE_TOPICS, API_METADATA, KafkaConnection, unique_topic
+from clusterproc import Cluster, metadata, wait_until
+from test_protocol_helpers import API_CREATE_TOPICS, KafkaConnection, unique_topic
 
 from broker.cluster import METADATA_DIR
 from controller.raft import EntryType
 from controller.raft_log import METADATA_LOG_DIR, decode_entries
 
 CREATE_TOPICS_V = 4
-METADATA_V = 8
 DESCRIBE_QUORUM = 55
 DESCRIBE_QUORUM_V = 2
-POLL_S = 0.02               # poll interval of every condition wait (each has a deadline)
 DEFAULT_TRIALS = 3
 SLOW_TRIALS = 10
 CI_BOUND_S = 5.0            # loose bound asserted on every trial (targets: docs/controller.md)
@@ -64,26 +62,8 @@ def trials(request: pytest.FixtureRequest, default: int = DEFAULT_TRIALS) -> int
     return SLOW_TRIALS if "slow" in (request.config.getoption("markexpr") or "") else default
 
 
-def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> float:
-    """Seconds until predicate() holds (connection errors count as not yet); AssertionError at the deadline."""
-    start = time.monotonic()
-    while True:
-        try:
-            if predicate():
-                return time.monotonic() - start
-        except OSError:
-            pass
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(POLL_S)  # poll interval of a condition wait with a deadline
 
 
-def metadata(bootstrap: str, topics: list[str] | None = None) -> dict[str, Any]:
-    with KafkaConnection(bootstrap, timeout_s=10) as conn:
-        return conn.request(API_METADATA, METADATA_V, {
-            "topics": None if topics is None else [{"name": t} for t in topics],
-            "allow_auto_topic_creation": False, "include_cluster_authorized_operations": False,
-            "include_topic_authorized_operations": False})
 
 
 def create(bootstrap: str, name: str, partitions: int = 1, rf: int = 1) -> int:

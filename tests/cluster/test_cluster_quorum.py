@@ -12,16 +12,14 @@ import statistics
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "broker"))
 
-from clusterproc import Cluster
+from clusterproc import Cluster, metadata, wait_until
 from test_protocol_helpers import (
     API_CREATE_TOPICS,
-    API_METADATA,
     API_PRODUCE,
     PRODUCE_V,
     KafkaConnection,
@@ -34,7 +32,6 @@ from test_protocol_helpers import (
 from client.wire.errors import ErrorCode
 
 CREATE_TOPICS_V = 4
-METADATA_V = 8
 FAILOVER_TRIALS = 3
 
 
@@ -48,12 +45,6 @@ def cluster(tmp_path) -> Iterator[Cluster]:
         c.stop()
 
 
-def metadata(bootstrap: str, topics: list[str] | None = None) -> dict[str, Any]:
-    with KafkaConnection(bootstrap, timeout_s=10) as conn:
-        body = {"topics": None if topics is None else [{"name": t} for t in topics],
-                "allow_auto_topic_creation": False, "include_cluster_authorized_operations": False,
-                "include_topic_authorized_operations": False}
-        return conn.request(API_METADATA, METADATA_V, body)
 
 
 def create(bootstrap: str, name: str, partitions: int = 1, rf: int = 1) -> int:
@@ -64,17 +55,6 @@ def create(bootstrap: str, name: str, partitions: int = 1, rf: int = 1) -> int:
     return body["topics"][0]["error_code"]
 
 
-def wait_until(predicate: Any, timeout_s: float, what: str) -> float:
-    start = time.monotonic()
-    while True:
-        try:
-            if predicate():
-                return time.monotonic() - start
-        except OSError:
-            pass
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(0.02)  # poll interval of a condition wait with a deadline
 
 
 def controller_of(cluster: Cluster) -> int:

@@ -35,19 +35,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "broker"))
 
-from clusterproc import Cluster
+from clusterproc import Cluster, metadata, wait_until
 from test_protocol_helpers import (
     API_CREATE_TOPICS,
-    API_METADATA,
     API_PRODUCE,
     CREATE_TOPICS_V,
-    METADATA_V,
     PRODUCE_V,
     KafkaConnection,
     batch,
@@ -84,26 +81,8 @@ def cluster(tmp_path) -> Iterator[Cluster]:
         c.stop()
 
 
-def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> float:
-    """Poll `predicate` until true; the seconds it took. OSError (a node going away) counts as false."""
-    start = time.monotonic()
-    while True:
-        try:
-            if predicate():
-                return time.monotonic() - start
-        except OSError:
-            pass
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(POLL_S)
 
 
-def metadata(bootstrap: str, topics: list[str] | None = None) -> dict[str, Any]:
-    with KafkaConnection(bootstrap, timeout_s=10) as conn:
-        return conn.request(API_METADATA, METADATA_V, {
-            "topics": None if topics is None else [{"name": t} for t in topics],
-            "allow_auto_topic_creation": False, "include_cluster_authorized_operations": False,
-            "include_topic_authorized_operations": False})
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,10 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "broker"))
 
-from clusterproc import Cluster
+from clusterproc import Cluster, metadata, wait_until
 from test_protocol_helpers import API_CREATE_TOPICS, KafkaConnection, unique_topic
 
 from client import Consumer, Producer
-
-sys.path.insert(0, os.path.dirname(__file__))
-from test_cluster_quorum import metadata, wait_until
 
 PARTITIONS = 3
 STALL_BOUND_S = 5.0   # loose (CI); the figure printed is what matters

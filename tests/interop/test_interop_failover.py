@@ -37,23 +37,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from clusterproc import Cluster
+from clusterproc import Cluster, metadata, wait_until
 from interop_clients import require
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "broker"))
 
 from test_protocol_helpers import (
     API_CREATE_TOPICS,
-    API_METADATA,
     CREATE_TOPICS_V,
-    METADATA_V,
     KafkaConnection,
     unique_topic,
 )
 
 from client import Consumer
 
-POLL_S = 0.02          # poll interval of every condition wait (each has a deadline)
 VALUES = 1500          # per client and trial
 PACE_S = 0.002         # the producers' pacing between sends (~500 values/s)
 KILL_AFTER = 300       # delivered values before the kill
@@ -75,25 +72,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         c.stop()
 
 
-def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str) -> float:
-    start = time.monotonic()
-    while True:
-        try:
-            if predicate():
-                return time.monotonic() - start
-        except OSError:
-            pass
-        if time.monotonic() - start > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(POLL_S)
 
 
-def metadata(bootstrap: str, topics: list[str] | None = None) -> dict[str, Any]:
-    with KafkaConnection(bootstrap, timeout_s=10) as conn:
-        return conn.request(API_METADATA, METADATA_V, {
-            "topics": None if topics is None else [{"name": t} for t in topics],
-            "allow_auto_topic_creation": False, "include_cluster_authorized_operations": False,
-            "include_topic_authorized_operations": False})
 
 
 def controller_of(cluster: Cluster) -> int:
